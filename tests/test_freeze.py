@@ -1,0 +1,153 @@
+"""Freezing through layer groups: ordering, BatchNorm really frozen, discriminative learning rates, clear errors."""
+
+import pytest
+import torch
+from torch import nn
+
+from tlkit import freeze as F
+
+
+class TinyCNN(nn.Module):
+    """stem -> 3 repeated blocks -> head, the shape of every ImageNet CNN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.blocks = nn.Sequential(*[nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()) for _ in range(3)])
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.pool(self.blocks(self.stem(x))).flatten(1))
+
+
+def test_groups_are_ordered_stem_blocks_head():
+    names = [g.name for g in F.layer_groups(TinyCNN())]
+    assert names == ["stem", "blocks.0", "blocks.1", "blocks.2", "head"]
+
+
+def test_every_parameter_in_exactly_one_group():
+    model = TinyCNN()
+    ids = [id(p) for g in F.layer_groups(model) for p in g.params]
+    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+
+
+def test_freeze_trains_only_the_head():
+    model = TinyCNN()
+    F.freeze(model)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["head.weight", "head.bias"]
+    assert F.count_parameters(model)[0] == 4 * 2 + 2
+
+
+def test_freeze_to_and_unfreeze_last_agree():
+    a, b = TinyCNN(), TinyCNN()
+    F.freeze_to(a, 3)
+    F.unfreeze_last(b, 2)
+    assert [p.requires_grad for p in a.parameters()] == [p.requires_grad for p in b.parameters()]
+    F.unfreeze(a)
+    assert all(p.requires_grad for p in a.parameters())
+
+
+def test_frozen_batchnorm_statistics_do_not_move_even_in_train_mode():
+    model = TinyCNN()
+    F.freeze(model)
+    model.train()  # the classic bug: train() would put BatchNorm back into update mode
+    before = model.stem[1].running_mean.clone()
+    model(torch.randn(8, 3, 8, 8) * 5 + 3)
+    assert torch.equal(model.stem[1].running_mean, before)
+    assert F.batchnorm_frozen(model.stem[1])
+
+
+def test_unfrozen_batchnorm_statistics_update_again():
+    model = TinyCNN()
+    F.freeze(model)
+    F.unfreeze(model)
+    model.train()
+    before = model.stem[1].running_mean.clone()
+    model(torch.randn(8, 3, 8, 8) * 5 + 3)
+    assert not torch.equal(model.stem[1].running_mean, before)
+
+
+def test_train_bn_keeps_batchnorm_trainable_in_frozen_groups():
+    model = TinyCNN()
+    F.freeze(model, train_bn=True)
+    assert model.stem[1].weight.requires_grad and not model.stem[0].weight.requires_grad
+    assert not F.batchnorm_frozen(model.stem[1])
+
+
+def test_frozen_parameters_receive_no_gradient():
+    model = TinyCNN()
+    F.freeze(model)
+    model(torch.randn(2, 3, 8, 8)).sum().backward()
+    assert model.stem[0].weight.grad is None and model.head.weight.grad is not None
+
+
+def test_param_groups_discriminative_lrs_spread_geometrically_over_trainable_groups():
+    model = TinyCNN()
+    F.freeze_to(model, 2)  # blocks.1, blocks.2, head trainable
+    groups = F.param_groups(model, lr=slice(1e-4, 1e-2))
+    assert [g["name"] for g in groups] == ["blocks.1", "blocks.2", "head"]
+    assert [g["lr"] for g in groups] == pytest.approx([1e-4, 1e-3, 1e-2])
+    assert all(p.requires_grad for g in groups for p in g["params"])
+    torch.optim.AdamW(groups)  # the optimizer accepts them
+
+
+def test_param_groups_layerwise_decay():
+    model = TinyCNN()
+    lrs = [g["lr"] for g in F.param_groups(model, lr=1.0, decay=0.5)]
+    assert lrs == pytest.approx([1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0])
+
+
+def test_param_groups_refuses_a_fully_frozen_model():
+    model = TinyCNN()
+    F.freeze_matching(model, ".")
+    with pytest.raises(ValueError, match="nothing to train"):
+        F.param_groups(model, lr=1e-3)
+
+
+def test_freeze_matching_pattern_and_no_match_error():
+    model = TinyCNN()
+    names = F.freeze_matching(model, r"^blocks\.0\.")
+    assert names and all(n.startswith("blocks.0.") for n in names)
+    assert not model.blocks[0][0].weight.requires_grad and model.blocks[1][0].weight.requires_grad
+    with pytest.raises(ValueError, match="matched no parameter"):
+        F.freeze_matching(model, "decoder")
+
+
+def test_out_of_range_group_index_is_a_clear_error():
+    with pytest.raises(ValueError, match="out of range"):
+        F.freeze_to(TinyCNN(), 9)
+
+
+def test_summary_table_totals():
+    model = TinyCNN()
+    F.freeze(model)
+    table = F.trainable_summary(model)
+    total = table.iloc[-1]
+    assert total["name"] == "TOTAL" and total["trainable"] == 10
+    assert total["params"] == sum(p.numel() for p in model.parameters())
+    assert list(table["bn_stats"][:4]) == ["frozen"] * 4
+
+
+def test_custom_layer_groups_method_wins():
+    class Custom(TinyCNN):
+        def layer_groups(self):
+            return [("body", nn.ModuleList([self.stem, self.blocks])), ("head", self.head)]
+
+    assert [g.name for g in F.layer_groups(Custom())] == ["body", "head"]
+
+
+def test_transformers_encoder_groups():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    cfg = BertConfig(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32, vocab_size=50)
+    names = [g.name for g in F.layer_groups(BertForSequenceClassification(cfg))]
+    assert names == ["bert.embeddings", "bert.encoder.layer.0", "bert.encoder.layer.1", "bert.encoder.layer.2", "bert.pooler", "classifier"]
+
+
+def test_torchvision_resnet_groups_are_stages():
+    import torchvision
+
+    names = [g.name for g in F.layer_groups(torchvision.models.resnet18())]
+    assert names == ["conv1+bn1+relu+maxpool", "layer1", "layer2", "layer3", "layer4", "fc"]

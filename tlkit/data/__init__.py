@@ -1,0 +1,1 @@
+"""Course datasets: splits (shared helpers) and one module per default dataset (animals, tweets, keywords, fsdd)."""
