@@ -225,7 +225,7 @@ def trainable_summary(model: nn.Module) -> pd.DataFrame:
     return pd.concat([table, pd.DataFrame([total])], ignore_index=True)
 
 
-def param_groups(model: nn.Module, lr: float | slice, weight_decay: float = 0.0, decay: float | None = None) -> list[dict]:
+def param_groups(model: nn.Module, lr: float | slice, weight_decay: float | None = None, decay: float | None = None) -> list[dict]:
     """Optimizer parameter groups holding only trainable parameters, one per trainable layer group.
 
     lr=1e-3: the same rate everywhere. lr=slice(1e-5, 1e-3): discriminative rates, spread geometrically from the
@@ -246,5 +246,6 @@ def param_groups(model: nn.Module, lr: float | slice, weight_decay: float = 0.0,
         lrs = [lr * decay ** (len(groups) - 1 - i) for i in range(len(groups))]
     else:
         lrs = [lr] * len(groups)
-    return [{"params": [p for p in g.params if p.requires_grad], "lr": float(x), "name": g.name, "weight_decay": weight_decay}
+    extra = {} if weight_decay is None else {"weight_decay": weight_decay}
+    return [{"params": [p for p in g.params if p.requires_grad], "lr": float(x), "name": g.name, **extra}
             for g, x in zip(groups, lrs)]
