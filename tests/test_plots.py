@@ -93,6 +93,15 @@ def test_plot_data_efficiency_mean_line_band_and_log_axis():
         plots.plot_data_efficiency(pd.DataFrame({"method": ["a"], "seed": [0]}))
 
 
+def test_plot_data_efficiency_labels_only_the_measured_ticks():
+    rows = [{"method": "m", "labels_per_class": k, "seed": 0, "accuracy": 0.5} for k in (5, 20)]
+    fig = plots.plot_data_efficiency(pd.DataFrame(rows))
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["5", "20"]
+    assert not any(t.get_text() for t in ax.get_xticklabels(minor=True)), "log-axis minor ticks must stay unlabelled"
+
+
 def test_plot_lr_find_marks_the_suggestion():
     lrs = np.logspace(-6, 0, 50)
     losses = 2 - np.tanh(np.log10(lrs) + 3)

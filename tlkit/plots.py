@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, ScalarFormatter
+from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
@@ -209,6 +209,7 @@ def plot_data_efficiency(results: pd.DataFrame, ax: Axes | None = None, metric: 
     ticks = sorted(results[x_col].unique())
     ax.set_xticks(ticks)
     ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())  # only our ticks get labels (no stray "6x10^0" between 5 and 20)
     ax.set_xlabel("labelled examples per class" if x_col == "labels_per_class" else "labelled examples")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} vs labelled data (line: mean over seeds, band: min to max)")
