@@ -20,6 +20,7 @@ import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -147,11 +148,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.train_size % (args.nproc * args.batch_size):
         raise ValueError(f"--train-size ({args.train_size}) must be a multiple of nproc x batch-size ({args.nproc * args.batch_size}) "
                          "so that no process gets padded examples.")
-    work = Path(args.out) / "ddp_check_runs"
-    single_args = argparse.Namespace(**{**vars(args), "batch_size": args.nproc * args.batch_size, "out": str(work / "single")})
-    single = train(single_args)
-    distributed = launch(args, work / "ddp")
-    diff = compare(work / "single", work / "ddp")
+    with tempfile.TemporaryDirectory(prefix="ddp_check_") as tmp:  # the two runs' weights: compared, then dropped
+        work = Path(tmp)
+        single_args = argparse.Namespace(**{**vars(args), "batch_size": args.nproc * args.batch_size, "out": str(work / "single")})
+        single = train(single_args)
+        distributed = launch(args, work / "ddp")
+        diff = compare(work / "single", work / "ddp")
     result = {"benchmark": NAME, "command": command_line(f"bench.{NAME}", argv), "machine": machine_info(torch.device(args.device)),
               "settings": {k: v for k, v in vars(args).items() if k not in ("out",)}, "single": single, "ddp": distributed,
               "comparison": diff, "matches": bool(diff["max_abs_weight_diff"] <= args.tolerance and diff["same_val_accuracy"])}

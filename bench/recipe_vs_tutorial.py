@@ -6,11 +6,14 @@ default data (animal silhouettes) and backbone (EfficientNet-Lite0): SGD lr 0.00
 and the best validation epoch kept. (a) fixed feature extractor: only the new head learns; (b) full fine-tuning.
 
 tlkit's recipe on the same split: (a) features computed once (tlkit.features), a head trained on them with fit;
-(b) that cached-feature head as a warm start, then everything unfrozen with discriminative learning rates
-(tlkit.freeze.param_groups), one-cycle and mixed precision on GPUs (fit), a few epochs.
+(b) that cached-feature head as a warm start, then every weight unfrozen except BatchNorm, which keeps its pretrained
+statistics (the head was trained on features made with them; 20 images per class cannot re-estimate them), with
+discriminative learning rates (tlkit.freeze.param_groups), one-cycle and mixed precision on GPUs (fit), a few epochs.
 Wall time counts training, feature extraction and per-epoch validation; the test pass is timed separately.
+--seeds 0 1 2 repeats everything per seed (a different draw of the training images) and reports the means.
 
     .venv/bin/python -m bench.recipe_vs_tutorial                       # CPU-sized defaults (documented subset)
+    .venv/bin/python -m bench.recipe_vs_tutorial --threads 1 --seeds 0 1 2   # what RESULTS.md reports on CPU
     .venv/bin/python -m bench.recipe_vs_tutorial --images-per-class 100 --image-size 224   # GPU
 """
 
@@ -31,6 +34,7 @@ from bench.common import add_common_args, command_line, machine_info, resolve_de
 NAME = "recipe_vs_tutorial"
 MODEL_NAME = "efficientnet_lite0"
 REGIMES = ("features", "finetune")
+BATCHNORM_PARAMS = r"\.bn\d\."  # timm EfficientNet names its BatchNorm layers bn1, bn2, bn3
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -168,9 +172,14 @@ def train_head(head: nn.Module, feats: dict[str, tuple], args: argparse.Namespac
 
 
 def run_tlkit(regime: str, data: dict[str, Any], args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """tlkit's recipe: cached features + head; for "finetune" then unfreeze, discriminative lrs, one-cycle, amp."""
+    """tlkit's recipe: cached features + head; for "finetune" then unfreeze, discriminative lrs, one-cycle, amp.
+
+    With --finetune-bn frozen (the default) every weight trains but BatchNorm keeps its pretrained statistics and
+    affine parameters (tlkit.freeze.freeze_matching on the BN layers): the head was trained on features computed
+    with those statistics, and 20 images per class are too few to re-estimate them.
+    """
     from tlkit.device import seed_everything
-    from tlkit.freeze import param_groups, unfreeze
+    from tlkit.freeze import freeze_matching, param_groups, unfreeze
     from tlkit.models.vision import build_classifier
     from tlkit.train import fit
 
@@ -183,10 +192,13 @@ def run_tlkit(regime: str, data: dict[str, Any], args: argparse.Namespace, devic
         head_history = train_head(model.head, feats, args, device)
         if regime == "finetune":
             unfreeze(model)
+            if args.finetune_bn == "frozen":
+                freeze_matching(model, BATCHNORM_PARAMS)
             groups = param_groups(model, lr=slice(args.lr / args.lr_spread, args.lr))
             history = fit(model, loader(data["train_augmented"], args.batch_size, True, args.workers, device, args.seed),
                           loader(data["val"], 256, False, args.workers, device), num_epochs=args.tlkit_epochs, lr=args.lr,
                           param_groups=groups, schedule="onecycle", amp=None, channels_last=device.type == "cuda",
+                          loss_fn=nn.CrossEntropyLoss(label_smoothing=args.label_smoothing),
                           device=device, progress=False, seed=args.seed)
     test = loader(data["test"], 256, False, args.workers, device)
     out = {**times, **test_accuracy(model, test, device, amp=None), "batch_size": args.batch_size,
@@ -222,6 +234,11 @@ def parse_args(argv: list[str] | None, device_hint: torch.device | None = None) 
     p.add_argument("--head-lr", type=float, default=3e-3)
     p.add_argument("--lr", type=float, default=1e-3, help="tlkit's peak lr (the head's); the stem gets lr / lr-spread")
     p.add_argument("--lr-spread", type=float, default=100.0)
+    p.add_argument("--finetune-bn", choices=("frozen", "train"), default="frozen",
+                   help="BatchNorm while fine-tuning: keep the pretrained statistics (default) or let them update")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="tlkit's fine-tuning loss (default 0: none)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="run every recipe once per seed (training images and init order) and report means; default: --seed")
     p.add_argument("--batch-size", type=int, default=32, help="tlkit's batch size (the tutorial's is 4)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default 0 on CPU, 4 on GPU)")
     p.add_argument("--regimes", nargs="+", choices=REGIMES, default=list(REGIMES))
@@ -246,31 +263,68 @@ def summarise(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
+MEAN_KEYS = ("train_s", "train_cpu_s", "test_accuracy", "test_s", "test_cpu_s")
+
+
+def mean_over_seeds(by_seed: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """One run per recipe: times and accuracy averaged over seeds, other fields (logs) from the first seed."""
+    seeds = list(by_seed)
+    out = {}
+    for name, first in by_seed[seeds[0]].items():
+        merged = dict(first)
+        for key in MEAN_KEYS:
+            merged[key] = round(float(np.mean([by_seed[s][name][key] for s in seeds])), 4)
+        merged["seeds"] = [int(s) for s in seeds]
+        merged["per_seed"] = {key: [by_seed[s][name][key] for s in seeds] for key in ("train_s", "test_accuracy")}
+        out[name] = merged
+    return out
+
+
+def summarise_seeds(by_seed: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """summarise() of the seed means, with each seed's own verdict beside it (does one seed decide it?)."""
+    summary = summarise(mean_over_seeds(by_seed))
+    for regime, s in summary.items():
+        per_seed = [summarise(runs)[regime] for runs in by_seed.values()]
+        s["seeds"] = [int(k) for k in by_seed]
+        s["per_seed"] = [{k: v[k] for k in ("speedup", "accuracy_gain_points", "target_met")} for v in per_seed]
+        s["same_verdict_every_seed"] = len({v["target_met"] for v in per_seed}) == 1
+    return summary
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Run the chosen regimes, tutorial then tlkit, and save bench/results/recipe_vs_tutorial-<cpu|gpu>.json."""
+    """Run the chosen regimes, tutorial then tlkit, per seed; save bench/results/recipe_vs_tutorial-<cpu|gpu>.json.
+
+    The file is rewritten after every seed, so an interrupted run keeps the seeds it finished.
+    """
     args = parse_args(argv)
     device = resolve_device(args.device, args.threads)
     if args.workers is None:
         args.workers = 4 if device.type == "cuda" else 0
+    seeds = args.seeds or [args.seed]
     result: dict[str, Any] = {"benchmark": NAME, "command": command_line(f"bench.{NAME}", argv), "machine": machine_info(device),
-                              "settings": {k: v for k, v in vars(args).items() if k not in ("out", "device")}}
-    data = load_data(args)
+                              "settings": {k: v for k, v in vars(args).items() if k not in ("out", "device", "seed")} | {"seeds": seeds}}
     from tlkit.models.vision import build_classifier
 
-    result["warm_up_s"] = warm_up(build_classifier(MODEL_NAME, num_classes=len(data["classes"])),
-                                  torch.zeros(4, 3, args.image_size, args.image_size), device)
-    result["settings"]["split_sizes"] = {k: len(data[k]) for k in ("train", "val", "test")}
-    runs: dict[str, Any] = {}
-    for regime in args.regimes:
-        for who, run in (("tutorial", run_tutorial), ("tlkit", run_tlkit)):
-            runs[f"{who}_{regime}"] = run(regime, data, args, device)
-            r = runs[f"{who}_{regime}"]
-            print(f"{who:8s} {regime:8s}: train {r['train_s']:8.1f} s, test accuracy {r['test_accuracy']:.4f}", flush=True)
-    result["runs"], result["summary"] = runs, summarise(runs)
+    result["warm_up_s"] = warm_up(build_classifier(MODEL_NAME, num_classes=10), torch.zeros(4, 3, args.image_size, args.image_size), device)
+    by_seed: dict[str, dict[str, Any]] = {}
+    for seed in seeds:
+        args.seed = seed
+        data = load_data(args)
+        result["settings"]["split_sizes"] = {k: len(data[k]) for k in ("train", "val", "test")}
+        runs: dict[str, Any] = {}
+        for regime in args.regimes:
+            for who, run in (("tutorial", run_tutorial), ("tlkit", run_tlkit)):
+                runs[f"{who}_{regime}"] = run(regime, data, args, device)
+                r = runs[f"{who}_{regime}"]
+                print(f"seed {seed} {who:8s} {regime:8s}: train {r['train_s']:8.1f} s, test accuracy {r['test_accuracy']:.4f}", flush=True)
+        by_seed[str(seed)] = runs
+        result["runs"], result["summary"], result["runs_by_seed"] = mean_over_seeds(by_seed), summarise_seeds(by_seed), by_seed
+        path = save_result(NAME, result, args.out)
     for regime, s in result["summary"].items():
-        print(f"{regime}: tlkit is {s['speedup']:.1f}x faster (CPU time {s['cpu_time_speedup']:.1f}x), accuracy {s['accuracy_gain_points']:+.1f} points "
-              f"(target >= 5x and >= +0: {'met' if s['target_met'] else 'NOT met'})")
-    print("saved", save_result(NAME, result, args.out))
+        print(f"{regime} (mean of seeds {seeds}): tlkit is {s['speedup']:.1f}x faster (CPU time {s['cpu_time_speedup']:.1f}x), "
+              f"accuracy {s['accuracy_gain_points']:+.1f} points (target >= 5x and >= +0: {'met' if s['target_met'] else 'NOT met'}; "
+              f"{'same verdict for every seed' if s['same_verdict_every_seed'] else 'the seeds disagree'})")
+    print("saved", path)
     return result
 
 

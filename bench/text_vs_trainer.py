@@ -1,7 +1,8 @@
 """Benchmark 3: fine-tuning MiniLM with tlkit's fit against the Hugging Face `Trainer`, same data and settings.
 
 Both start from the same weights (the same seeded new head), see the same tokenised tweets through the same
-dynamic-padding collate, and use AdamW with the same lr, weight decay 0.01, gradient clipping at 1.0, 10% linear
+dynamic-padding collate, and use AdamW with the same lr, weight decay 0.01 (not on biases and LayerNorm, as the
+Trainer does), gradient clipping at 1.0, 10% linear
 warm-up then cosine decay, batch size and epochs; neither evaluates during training. Both final models are scored by
 the same function on the same test tweets. Targets: accuracy within one point, fit's throughput >= the Trainer's.
 
@@ -60,8 +61,19 @@ def warm_up_text(model: torch.nn.Module, data: dict[str, Any], args: argparse.Na
     return warm_up(model, {k: v.to(device) for k, v in batch.items()}, device)
 
 
+def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups as the Trainer builds them: no weight decay on biases and LayerNorm weights, `weight_decay` elsewhere."""
+    no_decay = {f"{m}.{n}" if m else n for m, mod in model.named_modules() if isinstance(mod, torch.nn.LayerNorm)
+                for n, _ in mod.named_parameters(recurse=False)}
+    groups: dict[bool, list] = {True: [], False: []}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            groups[name in no_decay or "bias" in name or "norm" in name.lower()].append(param)
+    return [{"params": groups[False], "weight_decay": weight_decay}, {"params": groups[True], "weight_decay": 0.0}]
+
+
 def run_tlkit(data: dict[str, Any], args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """fit with the shared settings (amp only when precision is bf16)."""
+    """fit with the shared settings (amp only when precision is bf16; weight decay grouped as the Trainer does)."""
     from tlkit.data.tweets import tweet_loader
     from tlkit.train import fit
 
@@ -69,7 +81,7 @@ def run_tlkit(data: dict[str, Any], args: argparse.Namespace, device: torch.devi
     loader = tweet_loader(data["train"], batch_size=args.batch_size, shuffle=True, pad_token_id=data["pad_id"], seed=args.seed)
     times: dict[str, float] = {}
     with timed(times, "train", device):
-        fit(model, loader, num_epochs=args.epochs, lr=args.lr, device=device, weight_decay=0.01, schedule="cosine",
+        fit(model, loader, num_epochs=args.epochs, lr=args.lr, device=device, param_groups=decay_groups(model, 0.01), schedule="cosine",
             warmup_frac=0.1, amp=args.precision == "bf16", grad_clip=1.0, progress=False, seed=args.seed)
     return {**times, "test_accuracy": test_accuracy(model, data, args, device)}
 

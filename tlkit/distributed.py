@@ -10,7 +10,7 @@ torchrun starts one process per GPU and sets RANK, WORLD_SIZE and LOCAL_RANK; ev
     cleanup()
 
 Outside torchrun every function falls back to the single-process behaviour, so the same script runs everywhere.
-Taught in bench/README.md ("Several GPUs").
+Taught in bench/RESULTS.md ("Using several GPUs"), quoted in the README.
 """
 
 from __future__ import annotations
