@@ -13,6 +13,7 @@ Taught in lesson 06 (choosing a model, how many layers to fine-tune, pitfalls).
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -321,9 +322,14 @@ def recommend_finetuning(
 
 
 # ------------------------------------------------------------------------------------------- staying close
-def snapshot_weights(model: nn.Module, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
-    """A detached copy of the model's parameters ({name: tensor}), the reference for l2sp_penalty and weight_drift."""
-    return {n: p.detach().clone().to(device or p.device) for n, p in model.named_parameters()}
+def snapshot_weights(model: nn.Module, device: torch.device | str | None = None, exclude: str | None = None) -> dict[str, torch.Tensor]:
+    """A detached copy of the model's parameters ({name: tensor}), the reference for l2sp_penalty and weight_drift.
+
+    `exclude` is a regular expression of names to leave out, e.g. r"^head\." for a new head that has no pretrained
+    value to pull towards (l2sp_penalty then treats it as new).
+    """
+    skip = re.compile(exclude) if exclude else None
+    return {n: p.detach().clone().to(device or p.device) for n, p in model.named_parameters() if not (skip and skip.search(n))}
 
 
 def l2sp_penalty(model: nn.Module, reference_state: Mapping[str, torch.Tensor], alpha: float, beta: float = 0.0) -> torch.Tensor:
