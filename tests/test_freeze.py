@@ -151,3 +151,25 @@ def test_torchvision_resnet_groups_are_stages():
 
     names = [g.name for g in F.layer_groups(torchvision.models.resnet18())]
     assert names == ["conv1+bn1+relu+maxpool", "layer1", "layer2", "layer3", "layer4", "fc"]
+
+
+def test_freeze_batchnorm_keeps_statistics_while_weights_train():
+    from tlkit.freeze import batchnorm_frozen, freeze_batchnorm, unfreeze
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    unfreeze(model)
+    assert freeze_batchnorm(model) == 1
+    bn = model[1]
+    assert batchnorm_frozen(bn) and not any(p.requires_grad for p in bn.parameters())
+    assert model[0].weight.requires_grad and model[4].weight.requires_grad
+    before = bn.running_mean.clone()
+    model.train()
+    model(torch.randn(5, 3, 8, 8))
+    assert torch.equal(bn.running_mean, before)
+
+
+def test_freeze_batchnorm_without_batchnorm_says_so():
+    from tlkit.freeze import freeze_batchnorm
+
+    with pytest.raises(ValueError, match="no BatchNorm"):
+        freeze_batchnorm(nn.Linear(2, 2))

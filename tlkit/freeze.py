@@ -204,6 +204,21 @@ def freeze_matching(model: nn.Module, pattern: str, freeze: bool = True) -> list
     return matched
 
 
+def freeze_batchnorm(model: nn.Module) -> int:
+    """Freeze every BatchNorm layer (affine parameters and running statistics), whatever its group; return how many.
+
+    The fine-tuning advice of lessons 03 and 06: with a small target dataset, let the weights train but keep the
+    pretrained BatchNorm statistics, which a few hundred images cannot re-estimate.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        raise ValueError("The model has no BatchNorm layer, so there is nothing to freeze; transformers use LayerNorm, which keeps no statistics.")
+    for bn in bns:
+        _set_requires_grad(list(bn.parameters(recurse=False)), False)
+    _sync_batchnorm(model)
+    return len(bns)
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """Return (trainable, total) scalar parameter counts."""
     params = list(model.parameters())
