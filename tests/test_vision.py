@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from tlkit.models import vision
+from tlkit.settings import OfflineError
 from tlkit.models.vision import (
     build_classifier, feature_extractor, image_preprocess, imagenet_labels, load_image_backbone,
     map_lite0_weights, prepare_image, small_cnn, top_predictions,
@@ -27,6 +28,50 @@ def test_lite0_recognises_real_photos(lite0):
     assert sum(p for name, p in chelsea if name in {"tiger cat", "Egyptian cat", "tabby"}) > 0.8
     assert coffee[0][0] == "espresso" and coffee[0][1] > 0.9
     assert rocket[0][0] in {"missile", "projectile", "space shuttle"}
+
+
+LITES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+CATS = {"tiger cat", "Egyptian cat", "tabby"}
+
+
+@pytest.mark.parametrize("name", LITES[1:])
+def test_bigger_lites_recognise_real_photos_at_their_own_resolution(name):
+    """Lite1/Lite2 weights are the real ImageNet ones too: a cat and an espresso at 240 / 260 px."""
+    skdata = pytest.importorskip("skimage.data")
+    model = load_image_backbone(name)
+    batch = torch.cat([prepare_image(skdata.chelsea(), name), prepare_image(skdata.coffee(), name)])
+    assert batch.shape[-1] == image_preprocess(name).size == {"efficientnet_lite1": 240, "efficientnet_lite2": 260}[name]
+    chelsea, coffee = top_predictions(model, batch, k=3)
+    assert chelsea[0][0] in CATS and coffee[0][0] == "espresso"
+
+
+@pytest.mark.parametrize("name", LITES)
+def test_every_lite_is_offline_everywhere(name):
+    """Each Lite works through every entry point: the registry, the backbone, features and a new head."""
+    from tlkit import models
+
+    assert vision.available_models()[name] == "offline"
+    table = models.available_models()
+    row = table[table.name == name].iloc[0]
+    assert (row.modality, row.source, row.license) == ("image", "offline", "Apache-2.0")
+    model = build_classifier(name=name, num_classes=4, pretrained=False)
+    assert model.head[-1].in_features == 1280 and model(torch.randn(1, 3, 64, 64)).shape == (1, 4)
+    assert feature_extractor(name, pretrained=False)(torch.randn(1, 3, 64, 64)).shape == (1, 1280)
+
+
+@pytest.mark.parametrize("name,count", [("efficientnet_lite1", 386), ("efficientnet_lite2", 386)])
+def test_bigger_lite_tensors_mapped_by_position_with_shapes(name, count):
+    import timm
+
+    source = torch.load(vision.lite_weights_path(name), map_location="cpu", weights_only=True)
+    target = timm.create_model(f"tf_{name}", pretrained=False).state_dict()
+    mapped = vision.map_lite_weights(source, target, name)
+    assert len(mapped) == count and list(mapped) == list(target)
+    with pytest.raises(ValueError, match=str(count)):
+        vision.map_lite_weights(dict(list(source.items())[:-1]), target, name)
+    lite0 = torch.load(vision.lite0_weights_path(), map_location="cpu", weights_only=True)
+    with pytest.raises(ValueError):  # Lite0's weights do not fit Lite1/2
+        vision.map_lite_weights(lite0, target, name)
 
 
 def test_every_tensor_is_mapped_with_its_shape():
@@ -115,7 +160,7 @@ def test_unknown_names_list_the_known_ones():
 def test_online_models_fail_clearly_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("TLKIT_OFFLINE", "1")
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # nothing cached
-    with pytest.raises(RuntimeError, match="efficientnet_lite0"):
+    with pytest.raises(OfflineError, match="efficientnet_lite0"):
         load_image_backbone("resnet50")
 
 
@@ -128,7 +173,7 @@ def test_download_failure_suggests_the_offline_model(monkeypatch, tmp_path):
     monkeypatch.delenv("TLKIT_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(torchvision.models, "get_model", lambda name, weights=None: no_network() if weights else nn.Linear(1, 1))
-    with pytest.raises(RuntimeError, match="Could not download.*efficientnet_lite0"):
+    with pytest.raises(OfflineError, match="Could not download.*efficientnet_lite0"):
         build_classifier("convnext_tiny", 10)
 
 

