@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import random
+import re
 
 import numpy as np
 import pytest
@@ -113,28 +115,71 @@ def test_refuses_pickled_model_files(tmp_path):
         load_checkpoint(tmp_path / "full_model.pt", model=small_model(), device=CPU)
 
 
+def _files(folder):
+    """The model and state file names that a checkpoint's record names."""
+    record = json.loads((folder / "checkpoint.json").read_text())
+    return folder / record["model_file"], folder / record["state_file"]
+
+
 def test_missing_and_corrupt_files_give_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         load_checkpoint(tmp_path / "nowhere", model=small_model(), device=CPU)
     model, optimizer, _ = trained()
     save_checkpoint(tmp_path / "run", model=model, optimizer=optimizer, epoch=1)
-    record = checkpoint_info(tmp_path / "run")
-    folder = record["folder"]
-    weights = folder / "model-epoch0001.safetensors"
+    folder = checkpoint_info(tmp_path / "run")["folder"]
+    weights, _ = _files(folder)
 
     weights.write_bytes(weights.read_bytes()[:40])  # cut off, as by a full disk
-    with pytest.raises(CheckpointError, match=r"model-epoch0001\.safetensors is corrupt.*delete"):
+    with pytest.raises(CheckpointError, match=r"model-epoch0001-[0-9a-f]{8}\.safetensors does not match the SHA-256.*delete"):
         load_checkpoint(folder, model=small_model(), device=CPU)
 
     save_checkpoint(folder, model=model, optimizer=optimizer, epoch=1)
-    state = folder / "state-epoch0001.pt"
+    _, state = _files(folder)
     state.write_bytes(b"not a zip file at all")
-    with pytest.raises(CheckpointError, match=r"state-epoch0001\.pt is corrupt"):
+    with pytest.raises(CheckpointError, match=r"state-epoch0001-[0-9a-f]{8}\.pt does not match the SHA-256"):
         load_checkpoint(folder, model=small_model(), optimizer=torch.optim.AdamW(small_model().parameters()), device=CPU)
 
     (folder / "checkpoint.json").write_text("{ broken")
     with pytest.raises(CheckpointError, match=r"checkpoint\.json is corrupt"):
         load_checkpoint(folder, model=small_model(), device=CPU)
+
+
+def test_corrupt_files_of_an_old_record_without_digests_are_still_explained(tmp_path):
+    model, optimizer, _ = trained()
+    save_checkpoint(tmp_path / "run", model=model, optimizer=optimizer, epoch=1)
+    record = json.loads((tmp_path / "run" / "checkpoint.json").read_text())
+    del record["sha256"], record["record_sha256"]  # as written before checkpoints carried digests
+    (tmp_path / "run" / "checkpoint.json").write_text(json.dumps(record))
+    weights, _ = _files(tmp_path / "run")
+    weights.write_bytes(weights.read_bytes()[:40])
+    with pytest.raises(CheckpointError, match=r"is corrupt.*delete"):
+        load_checkpoint(tmp_path / "run", model=small_model(), device=CPU)
+
+
+def test_the_record_covers_itself_and_every_file(tmp_path):
+    model, optimizer, _ = trained()
+    save_checkpoint(tmp_path / "run", model=model, optimizer=optimizer, epoch=1, history={"loss": [0.5]})
+    pointer = tmp_path / "run" / "checkpoint.json"
+    record = json.loads(pointer.read_text())
+    assert set(record["sha256"]) == {record["model_file"], record["state_file"]}
+    record["epoch"] = 7  # an edited (or bit-flipped) record must not be trusted
+    pointer.write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match="does not match its own SHA-256"):
+        checkpoint_info(tmp_path / "run")
+
+
+def test_resaving_the_same_epoch_never_overwrites_the_files_the_record_names(tmp_path, monkeypatch):
+    """Before: a re-save of epoch 1 replaced model-epoch0001 first, so a crash before the record left a mismatch."""
+    first, optimizer, _ = trained(seed=0)
+    save_checkpoint(tmp_path / "run", model=first, optimizer=optimizer, epoch=1)
+    monkeypatch.setattr(checkpoint, "_write_json", lambda *a, **k: (_ for _ in ()).throw(OSError("killed")))
+    with pytest.raises(CheckpointError, match="previous checkpoint"):
+        save_checkpoint(tmp_path / "run", model=small_model(seed=3), optimizer=optimizer, epoch=1)
+    monkeypatch.undo()
+    loaded = small_model(seed=9)
+    load_checkpoint(tmp_path / "run", model=loaded, device=CPU)
+    assert same_weights(loaded, first)
+    assert len(list((tmp_path / "run").glob("model-*"))) == 1, "the unnamed new files are removed"
 
 
 def test_a_crash_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -144,12 +189,13 @@ def test_a_crash_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch
     def crash(obj, f, *args, **kwargs):
         with open(f, "wb") as handle:
             handle.write(b"half a file")  # the process dies mid-write
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint.torch, "save", crash)
     second, optimizer2, _ = trained(seed=5)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match=r"disk is full.*free some space.*previous checkpoint.*intact") as info:
         save_checkpoint(tmp_path / "run", model=second, optimizer=optimizer2, epoch=2)
+    assert isinstance(info.value.__cause__, OSError)  # explained, with the original error kept as the cause
     monkeypatch.undo()
 
     assert checkpoint_info(tmp_path / "run")["epoch"] == 1
@@ -157,13 +203,21 @@ def test_a_crash_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch
     load_checkpoint(tmp_path / "run", model=loaded, optimizer=torch.optim.AdamW(loaded.parameters()), device=CPU)
     assert same_weights(loaded, first)
     assert not list((tmp_path / "run").glob("*.tmp")), "temporary files must be cleaned up"
+    assert len(list((tmp_path / "run").glob("model-*"))) == 1, "the new weights no record names are removed"
+
+
+def test_save_model_explains_a_full_disk(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint, "_st_save_model", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space")))
+    with pytest.raises(CheckpointError, match="disk is full"):
+        save_model(tmp_path / "w.safetensors", small_model())
+    assert not list(tmp_path.iterdir())
 
 
 def test_best_epoch_weights_are_kept(tmp_path):
     models = [small_model(seed=s) for s in range(3)]
     for epoch, model in enumerate(models, start=1):
         save_checkpoint(tmp_path / "run", model=model, epoch=epoch, best_epoch=1)
-    names = sorted(p.name for p in (tmp_path / "run").iterdir())
+    names = sorted(re.sub(r"-[0-9a-f]{8}\.", ".", p.name) for p in (tmp_path / "run").iterdir())
     assert names == ["checkpoint.json", "model-epoch0001.safetensors", "model-epoch0003.safetensors", "state-epoch0003.pt"]
     loaded = small_model(seed=7)
     assert load_best_weights(tmp_path / "run", loaded, device=CPU) == 1

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tlkit import safeio
+import tlkit.safeio
+from tlkit._support import safeio  # the private module that holds the code (tlkit.safeio re-exports it)
 from tlkit.safeio import (
     UnsafeArchiveError,
     UnsafePickleError,
@@ -324,3 +325,29 @@ def test_existing_destination(tmp_path):
     (dest / "old.txt").write_text("old")
     safe_extract(archive, dest, overwrite=True)
     assert sorted(p.name for p in dest.iterdir()) == ["new.txt"] and _leftovers(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------------- size limit and imports
+
+
+def test_tar_bigger_than_the_limit_is_refused_before_writing(tmp_path, tar_mode):
+    archive = _tar(tmp_path / "big.tar.gz", [("a.bin", b"\0" * 300_000), ("b.bin", b"\0" * 300_000)], "w:gz")
+    assert archive.stat().st_size < 10_000  # a tiny download that unpacks to 600 kB: the shape of a tar bomb
+    with pytest.raises(UnsafeArchiveError, match=r"unpack to 0\.6 MiB.*limit.*max_bytes"):
+        safe_extract(archive, tmp_path / "out", max_bytes=500_000)
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+    assert (safe_extract(archive, tmp_path / "out", max_bytes=600_000) / "a.bin").stat().st_size == 300_000
+
+
+def test_zip_bigger_than_the_limit_is_refused(tmp_path):
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("zeros.bin", b"\0" * 1_000_000)
+    with pytest.raises(UnsafeArchiveError, match="limit"):
+        safe_extract(archive, tmp_path / "out", max_bytes=999_999)
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+
+
+def test_old_import_path_is_the_private_module():
+    assert tlkit.safeio.safe_extract is safeio.safe_extract and tlkit.safeio.UnsafeArchiveError is safeio.UnsafeArchiveError
+    assert tlkit.safeio.load_pickled_arrays is safeio.load_pickled_arrays  # tlkit.data.animals imports it from here

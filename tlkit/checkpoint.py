@@ -2,19 +2,23 @@
 
 A training checkpoint is a folder:
 
-    checkpoint.json                 the "commit record": epoch, file names, history, extra (JSON)
-    model-epoch0003.safetensors     model weights (safetensors: loading it can never run code)
-    state-epoch0003.pt              optimizer, scheduler, grad scaler and random-number states, saved with
-                                    plain tensors/numbers/lists/dicts only, so `torch.load(weights_only=True)` reads it
+    checkpoint.json                          the "commit record": epoch, file names, history, extra, and the
+                                             SHA-256 of every file it names and of itself (JSON)
+    model-epoch0003-1a2b3c4d.safetensors     model weights (safetensors: loading it can never run code)
+    state-epoch0003-1a2b3c4d.pt              optimizer, scheduler, grad scaler and random-number states, saved
+                                             with plain tensors/numbers/lists/dicts only, so
+                                             `torch.load(weights_only=True)` reads it
 
-Every file is written to a temporary name and then renamed (`os.replace` is atomic), and checkpoint.json is
-renamed last: a crash at any moment leaves the previous checkpoint complete, never half of each.
+Each save writes new file names (the 8 hex digits), each to a temporary name that is fsynced and renamed
+(`os.replace` is atomic), and checkpoint.json is renamed last: a crash or a full disk at any moment leaves the
+previous checkpoint complete, never half of each. Loading checks every SHA-256 and says which file is damaged.
 We never unpickle arbitrary objects: pickled `.pt`/`.pth` "full model" files are refused (unpickling can run code).
 Taught in lesson 03 (checkpoints and resuming); `save_model`/`load_model_weights` in the export lesson.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -32,11 +36,14 @@ from safetensors.torch import load_file
 from safetensors.torch import save_model as _st_save_model
 from torch import nn
 
+from tlkit._support.atomic import atomic_write, write_error_message
+from tlkit._support.safeio import sha256_file
+
 POINTER_NAME = "checkpoint.json"
 FORMAT_NAME = "tlkit-checkpoint"
 FORMAT_VERSION = 1
 PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".tar"})
-_EPOCH_FILE_RE = re.compile(r"^(model|state)-epoch\d+\.(safetensors|pt)$")
+_EPOCH_FILE_RE = re.compile(r"^(model|state)-epoch\d+(-[0-9a-f]{8})?\.(safetensors|pt)$")
 
 
 class CheckpointError(RuntimeError):
@@ -44,17 +51,7 @@ class CheckpointError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------------------------- atomic writes
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` on a temporary file next to `path`, flush it to disk, then rename it onto `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")  # same folder, so os.replace is atomic
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them visible
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+_atomic_write = atomic_write  # write to a temporary name, fsync, rename: see tlkit._support.atomic
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -90,7 +87,7 @@ def _refuse_pickle(path: Path) -> None:
 
 
 def save_model(path: str | os.PathLike, model: nn.Module, metadata: Mapping[str, str] | None = None) -> Path:
-    """Save the model's weights (shared/tied weights handled) to a .safetensors file with string metadata.
+    """Save the model's weights (shared/tied weights handled) to a .safetensors file with string metadata, atomically.
 
     Used by the export lesson: `metadata` carries e.g. {"model_name": ..., "classes": json.dumps(classes)}.
     """
@@ -102,7 +99,10 @@ def save_model(path: str | os.PathLike, model: nn.Module, metadata: Mapping[str,
     if bad:
         raise TypeError(f"safetensors metadata must map str to str; these entries are not strings: {bad} (use json.dumps).")
     # save_model keeps one copy of tied tensors (e.g. embeddings tied to the output layer) and makes them contiguous.
-    _atomic_write(path, lambda tmp: _st_save_model(model, str(tmp), metadata=dict(metadata)))
+    try:
+        _atomic_write(path, lambda tmp: _st_save_model(model, str(tmp), metadata=dict(metadata)))
+    except OSError as err:
+        raise CheckpointError(write_error_message(path, err, f"The previous {path.name}, if any, is unchanged.")) from err
     return path
 
 
@@ -200,6 +200,26 @@ def _remove_stale_files(folder: Path, keep: set[str]) -> None:
             f.unlink(missing_ok=True)
 
 
+def _record_digest(record: Mapping[str, Any]) -> str:
+    """SHA-256 of a checkpoint record's canonical JSON, leaving out the digest itself."""
+    body = {k: v for k, v in record.items() if k != "record_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, allow_nan=True).encode()).hexdigest()
+
+
+def _earlier_weights(folder: Path, best_epoch: int) -> tuple[str, str | None] | None:
+    """(file name, SHA-256) of the weights the current record keeps for `best_epoch`, or None if it keeps none."""
+    try:
+        _, record = _read_record(folder)
+    except (FileNotFoundError, CheckpointError):
+        return None
+    digests = record.get("sha256") or {}
+    for epoch_key, file_key in (("epoch", "model_file"), ("best_epoch", "best_model_file")):
+        name = record.get(file_key)
+        if record.get(epoch_key) == best_epoch and name and (folder / name).is_file():
+            return name, digests.get(name)
+    return None
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     *,
@@ -216,14 +236,20 @@ def save_checkpoint(
 
     `epoch` is the number of finished epochs. `extra` must be JSON-serialisable. `best_epoch` (<= epoch) keeps the
     weights saved at that earlier epoch too, so early stopping can restore them after a resume (load_best_weights).
+    Every save writes new file names, and checkpoint.json (with the SHA-256 of each file and of itself) last, so a
+    crash or a full disk at any moment leaves the previous checkpoint loadable; a failed write raises CheckpointError.
     """
     folder = Path(path)
     if folder.suffix.lower() in PICKLE_SUFFIXES | {".safetensors", ".json"}:
         raise ValueError(f"checkpoint_path is a folder, not a file: use e.g. {folder.with_suffix('')} instead of {folder}.")
-    model_file, state_file = f"model-epoch{epoch:04d}.safetensors", f"state-epoch{epoch:04d}.pt"
-    best_file = model_file if best_epoch in (None, epoch) else f"model-epoch{best_epoch:04d}.safetensors"
-    if not (folder / best_file).is_file() and best_file != model_file:
-        raise ValueError(f"best_epoch={best_epoch} but {folder / best_file} was never saved; save every epoch to keep the best one.")
+    token = uuid.uuid4().hex[:8]  # never overwrite a file the current checkpoint.json names
+    model_file, state_file = f"model-epoch{epoch:04d}-{token}.safetensors", f"state-epoch{epoch:04d}-{token}.pt"
+    best_file, best_sha = model_file, None
+    if best_epoch not in (None, epoch):
+        earlier = _earlier_weights(folder, int(best_epoch))
+        if earlier is None:
+            raise ValueError(f"best_epoch={best_epoch} but {folder} keeps no weights of that epoch; save every epoch to keep the best one.")
+        best_file, best_sha = earlier
     record = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "epoch": int(epoch), "model_file": model_file,
               "state_file": state_file, "best_epoch": int(best_epoch or epoch), "best_model_file": best_file,
               "history": _plain_history(history), "extra": dict(extra or {}), "saved_at": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -238,11 +264,33 @@ def save_checkpoint(
         "scaler": scaler.state_dict() if scaler is not None else None,
         "rng": rng_state(),
     }
-    save_model(folder / model_file, model, {"epoch": str(epoch)})
-    _atomic_write(folder / state_file, lambda tmp: torch.save(state, tmp))
-    _write_json(folder / POINTER_NAME, record)  # the commit: from here on, the new checkpoint is the checkpoint
+    written = []
+    try:
+        written.append(save_model(folder / model_file, model, {"epoch": str(epoch)}))
+        written.append(_atomic_write(folder / state_file, lambda tmp: torch.save(state, tmp)))
+        record["sha256"] = {model_file: sha256_file(folder / model_file), state_file: sha256_file(folder / state_file)}
+        if best_file != model_file:
+            record["sha256"][best_file] = best_sha or sha256_file(folder / best_file)
+        record["record_sha256"] = _record_digest(record)
+        _write_json(folder / POINTER_NAME, record)  # the commit: from here on, the new checkpoint is the checkpoint
+    except (OSError, CheckpointError) as err:
+        for f in written:
+            f.unlink(missing_ok=True)  # files no record names
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(write_error_message(folder, err, "The previous checkpoint in that folder (if any) is intact.")) from err
     _remove_stale_files(folder, {model_file, state_file, best_file})
     return folder / POINTER_NAME
+
+
+def _verified(folder: Path, record: Mapping[str, Any], name: str) -> Path:
+    """The file `name` of a checkpoint, after checking it exists and has the SHA-256 its record holds."""
+    path = _existing_file(folder / name, "the checkpoint folder is incomplete: delete it and train again.")
+    expected = (record.get("sha256") or {}).get(name)
+    if expected is not None and sha256_file(path) != expected:
+        raise CheckpointError(f"{path} does not match the SHA-256 in {POINTER_NAME}: the file was changed or damaged "
+                              "(a full disk, a bad copy); delete the checkpoint folder and train again.")
+    return path
 
 
 def _read_record(path: str | os.PathLike) -> tuple[Path, dict]:
@@ -263,6 +311,9 @@ def _read_record(path: str | os.PathLike) -> tuple[Path, dict]:
         raise _corrupt(pointer, err) from err
     if not isinstance(record, dict) or record.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{pointer} is not a tlkit checkpoint record: pass a folder written by tlkit.checkpoint.save_checkpoint.")
+    if "record_sha256" in record and record["record_sha256"] != _record_digest(record):
+        raise CheckpointError(f"{pointer} does not match its own SHA-256: it was edited or damaged; delete the checkpoint "
+                              "folder and train again (or restore the file from a copy).")
     return folder, record
 
 
@@ -302,9 +353,8 @@ def load_checkpoint(
     The returned dict has keys epoch, best_epoch, history (a dict, or None), extra (a dict) and folder.
     """
     folder, record = _read_record(path)
-    load_model_weights(_existing_file(folder / record["model_file"], "the checkpoint folder is incomplete: delete it and train again."),
-                       model, device)
-    state = _load_state(folder / record["state_file"])
+    load_model_weights(_verified(folder, record, record["model_file"]), model, device)
+    state = _load_state(_verified(folder, record, record["state_file"]))
     for name, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
         saved = state.get(name)
         if obj is None or not saved:  # a disabled GradScaler saves {}: nothing to restore
@@ -322,6 +372,6 @@ def load_checkpoint(
 def load_best_weights(path: str | os.PathLike, model: nn.Module, *, device: torch.device | str) -> int:
     """Load the best epoch's weights kept in a checkpoint folder into `model`; return that epoch number."""
     folder, record = _read_record(path)
-    best_file = folder / record.get("best_model_file", record["model_file"])
-    load_model_weights(_existing_file(best_file, "the checkpoint folder is incomplete: delete it and train again."), model, device)
+    best_file = _verified(folder, record, record.get("best_model_file", record["model_file"]))
+    load_model_weights(best_file, model, device)
     return int(record.get("best_epoch", record["epoch"]))
