@@ -65,3 +65,12 @@ def test_solution_only_cells_and_markdown_answers_are_removed():
     lesson = make_lessons.make_lesson(nb, "x.ipynb")
     texts = ["".join(c["source"]) for c in lesson["cells"]]
     assert "Q? *Your answer here.*" in texts and not any("assert_all_passed" in t for t in texts)
+
+
+def test_hidden_source_cells_are_collapsed_in_the_lesson():
+    nb = {"metadata": {}, "nbformat": 4, "nbformat_minor": 5, "cells": [
+        {"cell_type": "markdown", "id": "a", "metadata": {}, "source": ["# T"]},
+        {"cell_type": "code", "id": "h", "metadata": {"tags": ["hidden-source"]}, "source": ["book.add_hints('x', 'nudge')"],
+         "outputs": [], "execution_count": None}]}
+    hidden = [c for c in make_lessons.make_lesson(nb, "x.ipynb")["cells"] if c["id"] == "h"][0]
+    assert hidden["metadata"]["jupyter"] == {"source_hidden": True} and "add_hints" in "".join(hidden["source"])

@@ -8,6 +8,8 @@ Markers in a solution:
              BEGIN give the lesson's stub (default: `raise NotImplementedError`). The lesson gets `# YOUR CODE HERE`.
 - markdown:  <!-- BEGIN SOLUTION --> ... <!-- END SOLUTION --> becomes "*Your answer here.*"
 - a cell tagged `solution-only` is left out of the lesson.
+- a cell tagged `hidden-source` (hints, question texts and answer keys) is shown collapsed in the lesson: JupyterLab
+  displays "..." until the learner clicks it, so a hint is read only when asked for.
 """
 
 from __future__ import annotations
@@ -88,6 +90,8 @@ def make_lesson(solution: dict, name: str) -> dict:
         if "solution-only" in cell.get("metadata", {}).get("tags", []):
             continue
         text = _source(cell)
+        if "hidden-source" in cell.get("metadata", {}).get("tags", []):
+            cell["metadata"]["jupyter"] = {"source_hidden": True}
         if cell["cell_type"] == "code":
             text = blank_code(text, where=f"{name} cell {n}")
         elif cell["cell_type"] == "markdown":
