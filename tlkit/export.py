@@ -5,9 +5,11 @@ A saved model is a folder that loading can never turn into code execution:
 
     model.safetensors   the weights (safetensors: tensors only, no pickle)
     config.json         model name, class names, preprocessing, metrics, the weights' SHA-256
+    SHA256SUMS          the SHA-256 of config.json and model.safetensors (`sha256sum -c SHA256SUMS` checks it too)
 
-Pickled checkpoints (.pt, .pth, .pkl, ...) are refused: unpickling a downloaded file can run any code it asks.
-Taught in lesson 07 (export and inference).
+Saving builds the new folder beside the old one and swaps it in (tlkit._support.atomic), so a kill or a full disk
+leaves the previous complete export; loading checks SHA256SUMS. Pickled checkpoints (.pt, .pth, .pkl, ...) are
+refused: unpickling a downloaded file can run any code it asks. Taught in lesson 07 (export and inference).
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import statistics
+import struct
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -30,12 +35,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tlkit._support.atomic import atomic_write, recover_dir, swap_in_dir, write_error_message
+from tlkit._support.safeio import sha256_file
 from tlkit.checkpoint import PICKLE_SUFFIXES, CheckpointError, load_model_weights, save_model
 
 FORMAT_NAME = "tlkit-inference"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: with SHA256SUMS; version 1 folders (weights digest in config.json only) still load
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+MANIFEST_FILE = "SHA256SUMS"
+_MAX_SAFETENSORS_HEADER = 100 << 20  # safetensors itself refuses headers over 100 MB
 CARD_SECTIONS = ("intended_use", "data", "metrics", "limits")
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # a raw pickle stream, or torch.save's zip archive holding one
 
@@ -50,11 +59,7 @@ class ParityError(AssertionError):
 
 # ---------------------------------------------------------------------------------------------- saving
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def _json_ready(name: str, value: Any) -> Any:
@@ -75,10 +80,12 @@ def save_for_inference(
     model_name: str,
     metrics: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Save `model` for inference into the folder `path_dir`: model.safetensors + config.json; return the folder.
+    """Save `model` for inference into the folder `path_dir`: model.safetensors, config.json, SHA256SUMS; return the folder.
 
     `preprocessing` says how a raw input becomes the model's input (see `preprocess_input`), `class_names` maps output
     indices to labels, `model_name` lets a build function rebuild the architecture, `metrics` records how good it is.
+    Atomic: the new export is written and fsynced beside the old one, then swapped in; other files in an old export
+    (a model card) are carried over. A failed write (a full disk) raises CheckpointError and leaves the old export.
     """
     folder = Path(path_dir)
     if folder.suffix.lower() in PICKLE_SUFFIXES | {".safetensors", ".json", ".onnx"}:
@@ -98,12 +105,70 @@ def save_for_inference(
         "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "torch_version": torch.__version__,
     }
-    weights = save_model(folder / WEIGHTS_FILE, model, {"format": FORMAT_NAME, "model_name": str(model_name)})
-    config["weights_sha256"] = _sha256(weights)
-    tmp = folder / f".{CONFIG_FILE}.tmp"
-    tmp.write_text(json.dumps(config, indent=1), encoding="utf-8")
-    os.replace(tmp, folder / CONFIG_FILE)  # the config is written last: a folder with a config is complete
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder} is a file; pass a folder name for the export.")
+    recover_dir(folder)
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / CONFIG_FILE).is_file():
+        raise FileExistsError(f"{folder} is not empty and holds no tlkit export, so saving would replace it: choose a new "
+                              "or empty folder.")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.new-", dir=folder.parent))
+    try:
+        _write_export(staging, folder, model, config)
+        swap_in_dir(staging, folder)  # at every instant the old complete export or the new complete one is on disk
+    except (OSError, CheckpointError) as err:
+        cause = err.__cause__ if isinstance(err, CheckpointError) else err
+        if not isinstance(cause, OSError):
+            raise
+        raise CheckpointError(write_error_message(folder, cause, "The previous export in that folder (if any) is intact.")) from cause
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def _write_export(staging: Path, old: Path, model: nn.Module, config: dict[str, Any]) -> None:
+    """Write weights, config.json and SHA256SUMS into `staging`, with copies of any other files of the `old` export."""
+    weights = save_model(staging / WEIGHTS_FILE, model, {"format": FORMAT_NAME, "model_name": config["model_name"]})
+    config["weights_sha256"] = _sha256(weights)
+    atomic_write(staging / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(config, indent=1), encoding="utf-8"))
+    sums = "".join(f"{_sha256(staging / name)}  {name}\n" for name in (CONFIG_FILE, WEIGHTS_FILE))
+    atomic_write(staging / MANIFEST_FILE, lambda tmp: tmp.write_text(sums, encoding="utf-8"))
+    if old.is_dir():  # e.g. the model card: copied, so the old folder stays complete until the swap
+        for item in old.iterdir():
+            if item.name not in (CONFIG_FILE, WEIGHTS_FILE, MANIFEST_FILE):
+                (shutil.copytree if item.is_dir() else shutil.copy2)(item, staging / item.name)
+
+
+def _read_manifest(folder: Path) -> dict[str, str]:
+    """{file name: SHA-256} from a folder's SHA256SUMS; a clear error for a damaged one."""
+    sums = {}
+    for line in (folder / MANIFEST_FILE).read_text(encoding="utf-8").splitlines():
+        digest, _, name = line.partition("  ")
+        if len(digest) != 64 or not name:
+            raise CheckpointError(f"{folder / MANIFEST_FILE} is damaged (line {line!r}); save the model again.")
+        sums[name] = digest.lower()
+    return sums
+
+
+def verify_export(path_dir: str | os.PathLike) -> dict[str, str]:
+    """Check a saved folder's SHA256SUMS against its config.json and weights; return the digests, or raise CheckpointError."""
+    folder = Path(path_dir)
+    if not (folder / MANIFEST_FILE).is_file():
+        raise CheckpointError(f"No {MANIFEST_FILE} in {folder}: the export is incomplete or was changed; save the model again.")
+    sums = _read_manifest(folder)
+    missing = [n for n in (CONFIG_FILE, WEIGHTS_FILE) if n not in sums]
+    if missing:
+        raise CheckpointError(f"{folder / MANIFEST_FILE} does not cover {missing}; save the model again.")
+    for name, digest in sums.items():
+        if Path(name).name != name:
+            raise UnsafeFormatError(f"{MANIFEST_FILE} names {name!r}; only files inside the folder are checked.")
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: the folder is incomplete, save the model again.")
+        if _sha256(path) != digest:
+            raise CheckpointError(f"{path.name} does not match the SHA-256 in {MANIFEST_FILE}: the file was changed or "
+                                  "damaged; save the model again.")
+    return sums
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -118,8 +183,42 @@ class InferenceModel:
     device: torch.device
 
 
+def is_safetensors(path: str | os.PathLike) -> bool:
+    """True if `path` parses as safetensors: an 8-byte little-endian header length, then that many bytes of JSON
+    describing tensors (dtype, shape, data_offsets) that fit inside the file."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return False
+            (n,) = struct.unpack("<Q", head)
+            if n > min(_MAX_SAFETENSORS_HEADER, size - 8):
+                return False
+            header = json.loads(f.read(n).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    if not isinstance(header, dict):
+        return False
+    data = size - 8 - n
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        if not (isinstance(info, dict) and {"dtype", "shape", "data_offsets"} <= set(info)):
+            return False
+        begin, stop = info["data_offsets"]
+        if not 0 <= begin <= stop <= data:
+            return False
+    return True
+
+
 def refuse_unsafe(path: str | os.PathLike) -> Path:
-    """Raise UnsafeFormatError if `path` is a pickle (by its suffix or its first bytes); return it otherwise."""
+    """Raise UnsafeFormatError if `path` is a pickle (by its suffix, or by its bytes when it is not safetensors); return it.
+
+    A real safetensors file is recognised by parsing its header, never by its first byte: the header length is
+    little-endian, so a header of 0x0b80 bytes starts with 0x80, the same byte as a pickle.
+    """
     path = Path(path)
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise UnsafeFormatError(
@@ -127,7 +226,7 @@ def refuse_unsafe(path: str | os.PathLike) -> Path:
             "refuses it. If you trust its source, convert it once: model.load_state_dict(torch.load(path, weights_only=True)), "
             "then tlkit.export.save_for_inference(...) writes safetensors."
         )
-    if path.is_file():
+    if path.is_file() and not is_safetensors(path):
         with open(path, "rb") as f:
             head = f.read(4)
         if any(head.startswith(m) for m in _PICKLE_MAGIC):
@@ -141,6 +240,7 @@ def _read_config(folder: Path) -> dict[str, Any]:
     if folder.is_file():
         refuse_unsafe(folder)
         raise ValueError(f"{folder} is a file; pass the folder that tlkit.export.save_for_inference wrote.")
+    recover_dir(folder)  # a save killed between its two renames left the old export at its backup name
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
         pickles = sorted(p.name for p in folder.glob("*") if p.suffix.lower() in PICKLE_SUFFIXES) if folder.is_dir() else []
@@ -161,8 +261,8 @@ def load_for_inference(
 ) -> InferenceModel:
     """Load a folder written by save_for_inference: `build_fn(config)` builds the architecture, safetensors fills it.
 
-    Refuses pickles (.pt/.pth/.pkl/...), weights whose SHA-256 differs from the config's, and weights that do not fit
-    the architecture. Example build_fn: `lambda cfg: build_classifier(cfg["model_name"], cfg["num_classes"], pretrained=False)`.
+    Refuses pickles (.pt/.pth/.pkl/...), a config.json or weights whose SHA-256 differs from SHA256SUMS (CheckpointError),
+    and weights that do not fit the architecture. Example build_fn: `lambda cfg: build_classifier(cfg["model_name"], cfg["num_classes"], pretrained=False)`.
     """
     folder = Path(path_dir)
     config = _read_config(folder)
@@ -172,6 +272,8 @@ def load_for_inference(
     weights = refuse_unsafe(folder / name)
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} is missing: the folder is incomplete, save the model again.")
+    if config.get("version", 1) >= 2 or (folder / MANIFEST_FILE).exists():
+        verify_export(folder)  # version 1 folders had no SHA256SUMS: their config's weights digest is checked below
     expected = config.get("weights_sha256")
     if expected and _sha256(weights) != expected:
         raise CheckpointError(f"{weights.name} does not match the SHA-256 in config.json: the file was changed or damaged; save the model again.")
@@ -257,6 +359,25 @@ def _has_onnxscript() -> bool:
     return importlib.util.find_spec("onnxscript") is not None
 
 
+def _model_device(model: nn.Module) -> torch.device:
+    """The device of a model's first parameter or buffer; the CPU for a model that has neither (e.g. nn.Identity)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _pass_on(caught: list[warnings.WarningMessage]) -> None:
+    """Re-emit the exporter's warnings, tracer warnings with a sentence on what they mean; only deprecation notices go."""
+    for w in caught:
+        if issubclass(w.category, (DeprecationWarning, FutureWarning)):
+            continue  # the exporters' notices about their own future, not about this model
+        message = str(w.message)
+        if issubclass(w.category, torch.jit.TracerWarning):
+            message = (f"{message} -- the traced ONNX graph may be right only for inputs like example_input; check "
+                       "onnx_parity on other inputs (other batch sizes too), or use exporter='dynamo'.")
+        warnings.warn_explicit(message, w.category, w.filename, w.lineno)
+
+
 def export_onnx(
     model: nn.Module,
     example_input: torch.Tensor,
@@ -282,12 +403,12 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
-    device = next(model.parameters()).device
+    device = _model_device(model)
     model.eval().cpu()
     x = example_input.detach().cpu()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the tracer's deprecation and constant-folding chatter
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             if use_dynamo:
                 shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
                 torch.onnx.export(model, (x,), str(path), dynamo=True, input_names=["input"], output_names=["logits"],
@@ -298,6 +419,7 @@ def export_onnx(
                                   opset_version=opset, dynamic_axes=axes, do_constant_folding=True)
     finally:
         model.to(device).train(was_training)
+    _pass_on(caught)
     onnx.checker.check_model(str(path))
     return path
 
@@ -330,8 +452,7 @@ def onnx_parity(
     was_training = model.training
     model.eval()
     try:
-        device = next(model.parameters()).device
-        out = model(inputs.to(device))
+        out = model(inputs.to(_model_device(model)))
         expected = getattr(out, "logits", out).float().cpu().numpy()
     finally:
         model.train(was_training)
