@@ -4,7 +4,9 @@ Executes each notebook with `jupyter nbconvert --execute` in a fresh kernel (ker
 learner experiences it), with TLKIT_SMOKE=1 for smoke mode and unset for full mode. Results from every run are merged
 into bench/results/course_timing.json (keyed by notebook, mode and CPU/GPU), and the whole table is rewritten to
 bench/results/course_timing.md, so a CPU run and a GPU run on different machines fill one table.
-It times whatever notebooks exist; a failing notebook is recorded as failed (with its error), not fatal.
+It times whatever notebooks exist; a failing notebook is recorded as failed (with its error), not fatal. Each record
+also keeps the time of every section (the cells under one "## " heading, from the cells' execution timestamps), which
+tools/make_runsheet.py turns into the workshop run-sheets.
 
     .venv/bin/python -m bench.course_timing --modes smoke              # quick: every solution in smoke mode
     .venv/bin/python -m bench.course_timing --modes smoke full         # the whole course (hours on a CPU)
@@ -69,7 +71,32 @@ def run_notebook(path: Path, mode: str, device: str, timeout: int) -> dict[str, 
         except subprocess.TimeoutExpired:
             status, error = "timeout", f"no result after {timeout * 4 + 120} s"
         seconds = time.perf_counter() - start
-    return {"seconds": round(seconds, 1), "status": status, "error": error}
+        executed = Path(tmp) / "executed.ipynb"
+        sections = section_seconds(json.loads(executed.read_text())) if status == "ok" and executed.is_file() else []
+    return {"seconds": round(seconds, 1), "status": status, "error": error, "sections": sections}
+
+
+def _cell_seconds(cell: dict[str, Any]) -> float:
+    """A code cell's run time from the timestamps the executor records (0 when it has none)."""
+    from datetime import datetime
+
+    stamps = cell.get("metadata", {}).get("execution", {})
+    begin, end = stamps.get("iopub.execute_input"), stamps.get("shell.execute_reply")
+    if not begin or not end:
+        return 0.0
+    return (datetime.fromisoformat(end.replace("Z", "+00:00")) - datetime.fromisoformat(begin.replace("Z", "+00:00"))).total_seconds()
+
+
+def section_seconds(notebook: dict[str, Any]) -> list[dict[str, Any]]:
+    """[{"section": heading, "seconds": run time of its code cells}] in notebook order; cells before the first "## " count as "setup"."""
+    sections = [{"section": "setup", "seconds": 0.0}]
+    for cell in notebook.get("cells", []):
+        source = "".join(cell.get("source", ""))
+        if cell.get("cell_type") == "markdown" and source.startswith("## "):
+            sections.append({"section": source.splitlines()[0][3:].strip(), "seconds": 0.0})
+        elif cell.get("cell_type") == "code":
+            sections[-1]["seconds"] += _cell_seconds(cell)
+    return [{**s, "seconds": round(s["seconds"], 1)} for s in sections]
 
 
 def _last_error(stderr: str) -> str:

@@ -96,6 +96,7 @@ def test_course_timing_times_what_exists_and_records_failures(out):
     table = course_timing.main(["--notebooks", str(out / "01_good.ipynb"), str(out / "02_bad.ipynb"), "--modes", "smoke",
                                 "--timeout", "120", "--out", str(out)])
     assert table["rows"]["01_good.ipynb|smoke|cpu"]["status"] == "ok"
+    assert [s["section"] for s in table["rows"]["01_good.ipynb|smoke|cpu"]["sections"]] == ["setup"]
     bad_row = table["rows"]["02_bad.ipynb|smoke|cpu"]
     assert bad_row["status"] == "failed" and "broken lesson" in bad_row["error"]
     md = (out / "course_timing.md").read_text()
@@ -121,3 +122,17 @@ def test_report_draws_from_the_results(out):
     assert {"recipe_vs_tutorial-cpu.png", "text_vs_trainer-cpu.png", "whisper_padding-cpu.png", "course_timing.png"} <= drawn
     summary = (out / "summary.md").read_text()
     assert "recipe vs tutorial, features" in summary and "Whisper unpadded" in summary
+
+
+def test_section_seconds_groups_cells_under_their_heading():
+    from bench.course_timing import section_seconds
+
+    stamp = lambda a, b: {"execution": {"iopub.execute_input": f"2026-01-01T00:00:{a:02d}.000Z", "shell.execute_reply": f"2026-01-01T00:00:{b:02d}.000Z"}}
+    nb = {"cells": [{"cell_type": "code", "source": "x", "metadata": stamp(0, 2)},
+                    {"cell_type": "markdown", "source": "## 1. Data\ntext", "metadata": {}},
+                    {"cell_type": "code", "source": "y", "metadata": stamp(2, 7)},
+                    {"cell_type": "code", "source": "z", "metadata": stamp(7, 8)},
+                    {"cell_type": "markdown", "source": "## 2. Train", "metadata": {}},
+                    {"cell_type": "code", "source": "w", "metadata": {}}]}
+    assert section_seconds(nb) == [{"section": "setup", "seconds": 2.0}, {"section": "1. Data", "seconds": 6.0},
+                                   {"section": "2. Train", "seconds": 0.0}]
