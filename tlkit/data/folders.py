@@ -91,6 +91,11 @@ def _read_image(path: Path, image_size: int) -> np.ndarray:
         return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
 
 
+def _counts(files: dict[str, list[Path]], labels: list[int]) -> dict[str, int]:
+    """Readable files per class folder."""
+    return {name: labels.count(i) for i, name in enumerate(files)}
+
+
 def _read_all(files: dict[str, list[Path]], read: Any) -> tuple[list[Any], list[int], list[str], list[str]]:
     """Read every file; return (items, labels, sources, problems) with one problem line per unreadable file."""
     items, labels, sources, problems = [], [], [], []
@@ -117,8 +122,6 @@ def load_image_folder(root: str | Path, image_size: int = 112, *, min_per_class:
 
     root = Path(root)
     files, ignored = _class_files(root, IMAGE_SUFFIXES)
-    problems = _check_classes({c: len(f) for c, f in files.items()}, min_per_class, "image files")
-    _fail(problems, f"Image files are recognised by their suffix ({', '.join(IMAGE_SUFFIXES)}); fix the folders and run again.")
     sizes: set[tuple[int, int]] = set()
 
     def read(path: Path) -> np.ndarray:
@@ -126,8 +129,10 @@ def load_image_folder(root: str | Path, image_size: int = 112, *, min_per_class:
             sizes.add(im.size)
         return _read_image(path, image_size)
 
-    items, labels, sources, problems = _read_all(files, read)
-    _fail(problems, "Delete or replace the unreadable files (nothing was changed on disk), then run again.")
+    items, labels, sources, unreadable = _read_all(files, read)
+    _fail(_check_classes(_counts(files, labels), min_per_class, "readable image files") + unreadable,
+          f"Image files are recognised by their suffix ({', '.join(IMAGE_SUFFIXES)}); fix the folders (delete or replace "
+          "unreadable files; nothing was changed on disk) and run again.")
     return LabelledData("images", torch.from_numpy(np.stack(items)), np.asarray(labels, dtype=np.int64), list(files), sources,
                         {"root": str(root), "image_size": image_size, "sizes": sorted(sizes), "ignored": ignored})
 
@@ -139,8 +144,6 @@ def load_audio_folder(root: str | Path, sample_rate: int = 16_000, clip_seconds:
 
     root = Path(root)
     files, ignored = _class_files(root, AUDIO_SUFFIXES)
-    problems = _check_classes({c: len(f) for c, f in files.items()}, min_per_class, "audio files")
-    _fail(problems, f"Audio files are recognised by their suffix ({', '.join(AUDIO_SUFFIXES)}); fix the folders and run again.")
     length = int(round(sample_rate * clip_seconds))
     durations: list[float] = []
 
@@ -151,8 +154,10 @@ def load_audio_folder(root: str | Path, sample_rate: int = 16_000, clip_seconds:
         durations.append(len(wave) / sr)
         return np.asarray(pad_or_trim(wave, length), dtype=np.float32)
 
-    items, labels, sources, problems = _read_all(files, read)
-    _fail(problems, "Delete or replace the unreadable files (nothing was changed on disk), then run again.")
+    items, labels, sources, unreadable = _read_all(files, read)
+    _fail(_check_classes(_counts(files, labels), min_per_class, "readable audio files") + unreadable,
+          f"Audio files are recognised by their suffix ({', '.join(AUDIO_SUFFIXES)}); fix the folders (delete or replace "
+          "unreadable files; nothing was changed on disk) and run again.")
     return LabelledData("audio", torch.from_numpy(np.stack(items)), np.asarray(labels, dtype=np.int64), list(files), sources,
                         {"root": str(root), "sample_rate": sample_rate, "clip_seconds": clip_seconds, "ignored": ignored,
                          "longer_than_clip": int(sum(d > clip_seconds for d in durations))})
@@ -244,7 +249,7 @@ def make_example_folder(kind: str, root: str | Path, *, n_per_class: int = 20, s
     """Write a small real dataset of `kind` under `root` and return the path to load (a folder, or the CSV file)."""
     root = Path(root)
     if kind == "images":
-        _example_images(root, ("cat", "cow", "giraffe"), n_per_class, seed)
+        _example_images(root, ("cat", "dog", "horse"), n_per_class, seed)
         return root
     if kind == "texts":
         _example_texts(root / "texts.csv", n_per_class, seed)
