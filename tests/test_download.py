@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tlkit import download as dl
+import tlkit.download
+from tlkit._support import fetch as dl  # the private module with the code (tlkit.download re-exports it)
 from tlkit.download import ChecksumError, DownloadError, OfflineError, download, download_and_extract, fetch_pypi_wheel
 from tlkit.safeio import UnsafeArchiveError
+from tlkit.settings import OfflineError as SettingsOfflineError
 
 PAYLOAD = bytes(range(256)) * 400  # 100 KiB: several read chunks
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -35,6 +37,9 @@ class ServerState:
     range_ok: bool = True
     truncate_once: set[str] = field(default_factory=set)
     bytes_sent: int = 0
+    etags: dict[str, str] = field(default_factory=dict)
+    content_types: dict[str, str] = field(default_factory=dict)
+    if_range: list[str | None] = field(default_factory=list)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -55,6 +60,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         start = 0
+        etag = state.etags.get(self.path)
+        state.if_range.append(self.headers.get("If-Range"))
+        if rng and self.headers.get("If-Range") is not None and self.headers.get("If-Range") != etag:
+            rng = None  # RFC 9110: the file changed since the partial copy, so send all of it
         if rng and state.range_ok:
             start = int(re.fullmatch(r"bytes=(\d+)-", rng).group(1))
             if start >= len(data):
@@ -69,6 +78,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(200)
         body = data[start:]
         self.send_header("Content-Length", str(len(body)))
+        if etag:
+            self.send_header("ETag", etag)
+        if self.path in state.content_types:
+            self.send_header("Content-Type", state.content_types[self.path])
         self.end_headers()
         if self.path in state.truncate_once:  # promise the whole body, send half, hang up
             state.truncate_once.discard(self.path)
@@ -120,6 +133,11 @@ def _downloads(tmp_path: Path) -> Path:
     return tmp_path / "cache" / "downloads"
 
 
+def _part(tmp_path: Path, base: str, path: str = "/data.bin", sha: str | None = PAYLOAD_SHA) -> Path:
+    """Where a partial download of base+path (expecting `sha`) waits to be resumed."""
+    return dl.partial_path(_downloads(tmp_path) / Path(path).name, f"{base}{path}", sha)
+
+
 # ------------------------------------------------------------------------------------------- download
 
 
@@ -127,7 +145,7 @@ def test_download_verifies_and_caches(server, tmp_path):
     base, state = server
     path = download(f"{base}/data.bin", sha256=PAYLOAD_SHA, progress=False)
     assert path == _downloads(tmp_path) / "data.bin" and path.read_bytes() == PAYLOAD
-    assert not path.with_name("data.bin.part").exists()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["data.bin"]  # no .part, no pooch temporary file
     assert download(f"{base}/data.bin", sha256=PAYLOAD_SHA.upper(), progress=False) == path
     assert len(state.requests) == 1  # the second call did not touch the network
 
@@ -165,7 +183,7 @@ def test_resumes_from_partial_file(server, tmp_path):
     base, state = server
     done = 40_000
     _downloads(tmp_path).mkdir(parents=True)
-    (_downloads(tmp_path) / "data.bin.part").write_bytes(PAYLOAD[:done])
+    _part(tmp_path, base).write_bytes(PAYLOAD[:done])
     path = download(f"{base}/data.bin", sha256=PAYLOAD_SHA, progress=False)
     assert path.read_bytes() == PAYLOAD
     assert state.requests == [("/data.bin", f"bytes={done}-")]
@@ -176,7 +194,7 @@ def test_server_ignoring_range_gets_full_download(server, tmp_path):
     base, state = server
     state.range_ok = False
     _downloads(tmp_path).mkdir(parents=True)
-    (_downloads(tmp_path) / "data.bin.part").write_bytes(PAYLOAD[:1000])
+    _part(tmp_path, base).write_bytes(PAYLOAD[:1000])
     assert download(f"{base}/data.bin", sha256=PAYLOAD_SHA, progress=False).read_bytes() == PAYLOAD
     assert state.bytes_sent == len(PAYLOAD)
 
@@ -184,7 +202,7 @@ def test_server_ignoring_range_gets_full_download(server, tmp_path):
 def test_oversized_partial_file_restarts(server, tmp_path):
     base, state = server
     _downloads(tmp_path).mkdir(parents=True)
-    (_downloads(tmp_path) / "data.bin.part").write_bytes(PAYLOAD + b"junk")  # server answers 416
+    _part(tmp_path, base).write_bytes(PAYLOAD + b"junk")  # server answers 416
     assert download(f"{base}/data.bin", sha256=PAYLOAD_SHA, progress=False).read_bytes() == PAYLOAD
     assert [r[1] for r in state.requests] == [f"bytes={len(PAYLOAD) + 4}-", None]
 
@@ -245,6 +263,73 @@ def test_bad_arguments(kwargs):
         download(args.pop("url"), progress=False, **args)
 
 
+def test_a_partial_file_of_another_download_is_never_resumed_onto(server, tmp_path):
+    """Before: any `data.bin.part` was resumed, whatever URL it came from, splicing two files together."""
+    base, state = server
+    other = bytes(reversed(PAYLOAD))
+    state.files["/v2/data.bin"] = other
+    _downloads(tmp_path).mkdir(parents=True)
+    for leftover in (_downloads(tmp_path) / "data.bin.part", _part(tmp_path, base)):  # old name, and /data.bin's own
+        leftover.write_bytes(PAYLOAD[:40_000])
+    path = download(f"{base}/v2/data.bin", sha256=hashlib.sha256(other).hexdigest(), progress=False)
+    assert path.read_bytes() == other
+    assert state.requests == [("/v2/data.bin", None)], "a fresh download, no Range onto another file's bytes"
+
+
+def test_without_a_digest_a_partial_file_is_resumed_only_if_the_server_says_it_is_the_same(server, tmp_path):
+    base, state = server
+    state.etags["/data.bin"] = '"v1"'
+    state.truncate_once.add("/data.bin")
+    with pytest.raises(OfflineError):
+        download(f"{base}/data.bin", sha256=None, progress=False, retries=0)  # half of v1 is on disk
+    changed = bytes(reversed(PAYLOAD))
+    state.files["/data.bin"], state.etags["/data.bin"] = changed, '"v2"'  # then the file changes on the server
+    with pytest.warns(UserWarning, match="pin it"):
+        path = download(f"{base}/data.bin", sha256=None, progress=False)
+    assert path.read_bytes() == changed, "If-Range made the server send the new file whole"
+    assert state.if_range[-1] == '"v1"' and state.requests[-1][1] == f"bytes={len(PAYLOAD) // 2}-"
+
+
+def test_without_a_digest_or_validator_a_partial_file_is_started_again(server, tmp_path):
+    base, state = server
+    _downloads(tmp_path).mkdir(parents=True)
+    _part(tmp_path, base, sha=None).write_bytes(b"x" * 1000)  # no record of what these bytes were
+    with pytest.warns(UserWarning):
+        assert download(f"{base}/data.bin", sha256=None, progress=False).read_bytes() == PAYLOAD
+    assert state.requests == [("/data.bin", None)]
+
+
+@pytest.mark.parametrize("content_type", ["text/html; charset=utf-8", None])
+def test_an_html_error_page_is_never_kept_as_the_file(server, tmp_path, content_type):
+    """Before: with sha256=None a sign-in or error page (HTTP 200) was kept as the archive."""
+    base, state = server
+    state.files["/archive.tar.gz"] = b"<!DOCTYPE html><html><body>Please sign in</body></html>"
+    if content_type:
+        state.content_types["/archive.tar.gz"] = content_type
+    with pytest.raises(DownloadError, match=r"web page.*instead of archive\.tar\.gz.*not kept"):
+        download(f"{base}/archive.tar.gz", sha256=None, progress=False)
+    assert list(_downloads(tmp_path).iterdir()) == []
+
+
+def test_offline_errors_are_the_course_offline_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SettingsOfflineError, match=r"offline \(TLKIT_OFFLINE or HF_HUB_OFFLINE is set\); put the file at"):
+        download("https://example.org/x.bin", sha256=PAYLOAD_SHA, progress=False)
+    assert issubclass(OfflineError, (RuntimeError, ConnectionError, DownloadError))
+
+
+def test_the_old_import_path_and_pooch(monkeypatch, server, tmp_path):
+    assert tlkit.download.download is dl.download and tlkit.download.OfflineError is dl.OfflineError
+    import pooch
+
+    calls = []
+    real = pooch.retrieve
+    monkeypatch.setattr(pooch, "retrieve", lambda *a, **k: calls.append(k["known_hash"]) or real(*a, **k))
+    base, _ = server
+    download(f"{base}/data.bin", sha256=PAYLOAD_SHA, progress=False)
+    assert calls == [f"sha256:{PAYLOAD_SHA}"], "pooch checks the digest and does the final rename"
+
+
 # ------------------------------------------------------------------------------------------- download_and_extract
 
 
@@ -290,6 +375,22 @@ def test_download_and_extract_keeps_foreign_folder(server, tmp_path):
     with pytest.raises(FileExistsError):
         download_and_extract(f"{base}/a.tar.gz", sha256=None, dest_dir=tmp_path / "mine", progress=False)
     assert state.requests == [] and (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+
+
+def test_download_and_extract_size_limit_and_verify(server, tmp_path):
+    base, state = server
+    archive = _targz({"big.bin": b"\0" * 50_000})
+    state.files["/big.tar.gz"] = archive
+    sha = hashlib.sha256(archive).hexdigest()
+    with pytest.raises(UnsafeArchiveError, match="limit"):
+        download_and_extract(f"{base}/big.tar.gz", sha256=sha, dest_dir=tmp_path / "data" / "big", progress=False, max_bytes=10_000)
+
+    def reject(folder):
+        raise ValueError(f"{sorted(p.name for p in folder.iterdir())} are not the files we expected")
+
+    with pytest.raises(ValueError, match="big.bin"):
+        download_and_extract(f"{base}/big.tar.gz", sha256=sha, dest_dir=tmp_path / "data" / "big", progress=False, verify=reject)
+    assert list((tmp_path / "data").iterdir()) == [], "nothing is kept when the check fails"
 
 
 # ------------------------------------------------------------------------------------------- fetch_pypi_wheel

@@ -92,3 +92,54 @@ def test_pinned_digest_matches_the_committed_manifest():
     for name, file_hash in rows:
         digest.update(f"{name}:{file_hash}\n".encode())
     assert digest.hexdigest() == fsdd.FSDD_RECORDINGS_SHA256
+
+
+def test_the_clip_cache_notices_a_changed_recording(fake_dir):
+    """Before: the cache key named only the folder and file names, so a re-recorded file returned the old clip."""
+    first = fsdd.load_fsdd(speakers=("alice",), max_takes=1)
+    t = np.arange(4000) / 8000
+    sf.write(fake_dir / "1_alice_0.wav", 0.5 * np.sin(2 * np.pi * 1234 * t), 8000, subtype="PCM_16")  # same name, new take
+    second = fsdd.load_fsdd(speakers=("alice",), max_takes=1)
+    i = second.meta.file.tolist().index("1_alice_0.wav")
+    assert not np.array_equal(first.waveforms[i].numpy(), second.waveforms[i].numpy())
+    others = [j for j in range(len(second)) if j != i]
+    assert np.array_equal(first.waveforms[others].numpy(), second.waveforms[others].numpy())
+
+
+def test_a_damaged_clip_cache_is_explained_and_read_again(fake_dir, tmp_path):
+    """Before: np.load raised on a cut-off .npz and load_fsdd crashed."""
+    good = fsdd.load_fsdd(max_takes=1)
+    (cache,) = (tmp_path / "cache" / "datasets").glob("fsdd-*.npz")
+    cache.write_bytes(cache.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="damaged.*reading the recordings again"):
+        again = fsdd.load_fsdd(max_takes=1)
+    assert np.array_equal(good.waveforms.numpy(), again.waveforms.numpy())
+
+
+def test_a_download_is_kept_only_if_its_recordings_match(tmp_path, monkeypatch):
+    """The archive has no stable digest, so the recordings are checked, before the folder is kept."""
+    from tlkit._support import fetch
+
+    monkeypatch.delenv(fsdd.FSDD_ENV, raising=False)
+    monkeypatch.setenv("TLKIT_CACHE", str(tmp_path / "cache"))
+    seen = {}
+
+    def fake_download_and_extract(url, **kwargs):
+        seen.update(kwargs, url=url)
+        staging = tmp_path / "staging"
+        _fake_fsdd(staging / "free-spoken-digit-dataset-1.0.10" / "recordings", speakers=("george",), digits=(0,), takes=1)
+        kwargs["verify"](staging)  # what download_and_extract does before it keeps the folder
+
+    monkeypatch.setattr(fetch, "download_and_extract", fake_download_and_extract)
+    with pytest.raises(ValueError, match=r"do not match the pinned SHA-256 of tag v1\.0\.10.*0_george_0\.wav.*nothing was kept"):
+        fsdd.fsdd_dir(download=True, progress=False)
+    assert seen["url"] == fsdd.FSDD_URL and seen["sha256"] is None and seen["max_bytes"] < 1 << 30
+    assert not fsdd._cached_copy().exists()
+
+
+@pytest.mark.skipif(not REAL_DIR, reason="TLKIT_FSDD_DIR is not set (the real recordings are optional)")
+def test_the_real_recordings_pass_the_download_check(tmp_path):
+    staging = tmp_path / "free-spoken-digit-dataset-1.0.10"
+    staging.mkdir()
+    (staging / "recordings").symlink_to(REAL_DIR, target_is_directory=True)
+    fsdd._verify_download(tmp_path)  # no error: the manifest and the published recordings agree

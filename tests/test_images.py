@@ -14,7 +14,9 @@ def test_unknown_dataset_lists_the_known_ones():
 def test_online_dataset_fails_clearly_offline_without_touching_the_network(tmp_path, monkeypatch):
     monkeypatch.setenv("TLKIT_CACHE", str(tmp_path))
     monkeypatch.setenv("TLKIT_OFFLINE", "1")
-    with pytest.raises(RuntimeError, match="dataset='animals'"):
+    from tlkit.settings import OfflineError
+
+    with pytest.raises(OfflineError, match="dataset='animals'"):  # the course's one offline error (a RuntimeError)
         images.load_image_dataset("oxford_pets")
     assert not any(tmp_path.rglob("*.tar.gz")), "offline mode must not download anything"
 

@@ -7,6 +7,7 @@ import pytest
 
 from tlkit.data import sentiment
 from tlkit.download import OfflineError
+from tlkit.settings import OfflineError as SettingsOfflineError
 
 
 def test_unknown_name_lists_the_known_ones():
@@ -48,3 +49,24 @@ def test_tweets_by_name_is_load_tweets():
     splits = sentiment.load_text_dataset("tweets", val_size=100, test_size=200, n_train=300)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (300, 100, 200)
     assert splits.classes == ["negative", "neutral", "positive"]
+
+
+@pytest.mark.parametrize("name,url,digest", [("sst2", sentiment.SST2_URL, sentiment.SST2_SHA256),
+                                             ("imdb", sentiment.IMDB_URL, sentiment.IMDB_SHA256)])
+def test_downloads_are_pinned_to_the_published_sha256(monkeypatch, tmp_path, name, url, digest):
+    """Before: SST-2 and IMDb were downloaded with sha256=None, so any bytes (an error page, a changed file) were kept."""
+    from tlkit._support import fetch
+
+    monkeypatch.setenv("TLKIT_CACHE", str(tmp_path))
+    seen = {}
+    monkeypatch.setattr(fetch, "download_and_extract", lambda u, **kw: seen.update(kw, url=u) or tmp_path)
+    sentiment._download(name, progress=False)
+    assert seen["url"] == url and seen["sha256"] == digest and len(digest) == 64 and int(digest, 16) >= 0
+    assert seen["max_bytes"] >= 600 << 20  # room for aclImdb (~0.5 GB), but a limit
+
+
+def test_offline_error_is_the_course_offline_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("TLKIT_OFFLINE", "1")
+    monkeypatch.setenv("TLKIT_CACHE", str(tmp_path))
+    with pytest.raises(SettingsOfflineError, match="tweets"):
+        sentiment.load_text_dataset("imdb")

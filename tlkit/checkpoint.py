@@ -13,7 +13,8 @@ Each save writes new file names (the 8 hex digits), each to a temporary name tha
 (`os.replace` is atomic), and checkpoint.json is renamed last: a crash or a full disk at any moment leaves the
 previous checkpoint complete, never half of each. Loading checks every SHA-256 and says which file is damaged.
 We never unpickle arbitrary objects: pickled `.pt`/`.pth` "full model" files are refused (unpickling can run code).
-Taught in lesson 03 (checkpoints and resuming); `save_model`/`load_model_weights` in the export lesson.
+Used by tlkit.train.fit(checkpoint_path=...) to resume an interrupted run; `save_model`/`load_model_weights` by
+tlkit.export (lesson 07).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 Oxford-IIIT Pets and Flowers-102 through torchvision, preprocessed the way the chosen backbone expects.
 
 `load_image_dataset("animals", model_name=...)` returns the same DataSplits whatever the name, so a notebook switches
-datasets with one word in its config cell. The online ones download into cache_dir("datasets") the first time and
-fail with a clear message (pointing back to "animals") when there is no network. Taught in lesson 03.
+datasets with one word in its config cell. The online ones download into cache_dir("datasets") the first time
+(torchvision checks its own MD5 digests of the Pets and Flowers archives) and raise tlkit.settings.OfflineError,
+pointing back to "animals", when there is no network. Taught in lesson 03.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch.utils.data import Dataset
 
 from tlkit.data.animals import MEAN as ANIMAL_MEAN, STD as ANIMAL_STD, _cap_per_class, load_animals
 from tlkit.data.splits import DataSplits, k_per_class as pick_k_per_class, stratified_split
-from tlkit.settings import cache_dir, offline_mode
+from tlkit.settings import OfflineError, cache_dir, offline_mode
 
 DEFAULT_DATASET = "animals"
 IMAGE_DATASETS = {"animals": "offline", "oxford_pets": "online", "flowers102": "online"}
@@ -85,11 +86,11 @@ def _torchvision_splits(name: str, root: Any) -> tuple[Any, Any, list[str]]:
         train, test = make(download=False)  # already downloaded: no network needed
     except RuntimeError:
         if offline_mode():
-            raise RuntimeError(f"{name!r} must be downloaded first but offline mode is on (TLKIT_OFFLINE/HF_HUB_OFFLINE). {hint}") from None
+            raise OfflineError(f"{name!r} must be downloaded first but offline mode is on (TLKIT_OFFLINE/HF_HUB_OFFLINE). {hint}") from None
         try:
             train, test = make(download=True)
         except (OSError, RuntimeError) as err:  # URLError is an OSError
-            raise RuntimeError(f"Could not download {name!r} into {root} ({type(err).__name__}: {err}). {hint}") from err
+            raise OfflineError(f"Could not download {name!r} into {root} ({type(err).__name__}: {err}). {hint}") from err
     classes = list(getattr(train, "classes", [])) or [str(i) for i in range(int(np.max(train._labels)) + 1)]
     return train, test, classes
 

