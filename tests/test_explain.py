@@ -169,3 +169,26 @@ def test_plot_grad_cam_draws_images_and_overlays():
     plt.close(fig)
     with pytest.raises(ValueError, match="one heat map per image"):
         plot_grad_cam(x, torch.zeros(3, 16, 16))
+
+
+class WithSpareLayers(nn.Module):
+    """A CNN holding one conv that forward never calls, and one whose output it computes but throws away."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body, self.unused, self.discarded = tiny_cnn(), nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        self.discarded(x)  # e.g. a debugging branch: on no path to the logits
+        return self.body(x)
+
+
+def test_a_layer_off_the_path_to_the_logits_is_explained():
+    """Before: a bare KeyError('activation') or autograd's "not used in the graph" error."""
+    model = WithSpareLayers()
+    with pytest.raises(ValueError, match="did not run in model's forward pass"):
+        grad_cam(model, torch.randn(1, 3, 8, 8), model.unused)
+    with pytest.raises(ValueError, match="does not depend on target_layer"):
+        grad_cam(model, torch.randn(1, 3, 8, 8), model.discarded)
+    assert not model.unused._forward_hooks and not model.discarded._forward_hooks
+    assert grad_cam(model, torch.randn(2, 3, 8, 8), model.body[3]).shape == (2, 8, 8)

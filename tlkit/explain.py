@@ -77,7 +77,10 @@ def grad_cam(
         raise ValueError(f"Expected a batch of images (B, C, H, W), got shape {tuple(images.shape)}; add a batch dimension with images[None].")
     if not any(m is target_layer for m in model.modules()):
         raise ValueError("target_layer is not a module of model; pass a layer of this model, e.g. model.backbone.conv_head.")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    if device is None:
+        first = next(iter((*model.parameters(), *model.buffers())), None)
+        device = first.device if first is not None else torch.device("cpu")
+    device = torch.device(device)
     saved: dict[str, torch.Tensor] = {}
 
     def keep_activation(module: nn.Module, inputs: tuple, output: Any) -> Any:
@@ -98,11 +101,17 @@ def grad_cam(
             logits = _logits(model(x))
             classes = _target_classes(class_idx, logits)
             score = logits.gather(1, classes[:, None]).sum()  # images are independent: one backward for the batch
-            torch.autograd.grad(score, saved["activation"])  # fires the hook; unlike .backward() it leaves param.grad alone
+            if "activation" not in saved:
+                raise ValueError(f"target_layer ({type(target_layer).__name__}) did not run in model's forward pass, so it "
+                                 "has no activations to explain: pass a layer the forward pass uses.")
+            gradient = torch.autograd.grad(score, saved["activation"], allow_unused=True)[0]
+            if gradient is None:
+                raise ValueError(f"The class score does not depend on target_layer ({type(target_layer).__name__})'s output "
+                                 "(e.g. a skipped branch): choose a layer on the path to the logits.")
     finally:
         handle.remove()
         model.train(was_training)
-    activation, gradient = saved["activation"].detach(), saved["gradient"].detach()
+    activation, gradient = saved["activation"].detach(), gradient.detach()
     weights = gradient.mean(dim=(2, 3), keepdim=True)  # (B, K, 1, 1): how much each feature map raises the score
     cam = F.relu((weights * activation).sum(dim=1, keepdim=True))  # (B, 1, h, w): positive evidence only
     cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
