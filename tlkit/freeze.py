@@ -1,128 +1,70 @@
 """Freezing and unfreezing through ordered layer groups, and discriminative learning rates.
 
 A model is cut into *layer groups*, ordered from the input (stem) to the output (head): one group per stage or
-block of the network. `freeze_to(model, n)` freezes the first n groups and trains the rest; `param_groups` hands
+block of the network (tlkit.splitters does the cutting). `freeze_to(model, n)` freezes the first n groups and trains the rest; `param_groups` hands
 the optimizer only trainable parameters, with learning rates that can grow from the early groups to the head.
-Frozen BatchNorm layers keep their running statistics fixed even after `model.train()` (a classic silent bug).
+Frozen BatchNorm layers keep their running statistics fixed even after `model.train()` (a classic silent bug), also
+without affine parameters (then their group decides). tlkit remembers what it froze itself: what peft, the model
+(Whisper's fixed position table) or a loop by hand froze stays frozen when tlkit unfreezes, unless `force=True`.
 Taught in lessons 02 (freezing by hand, then with tlkit) and 03 (fine-tuning strategies).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+import warnings
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-HEAD_NAMES = frozenset({"head", "heads", "classifier", "fc", "score", "proj_out", "lm_head"})
+from tlkit.splitters import HEAD_NAMES, LayerGroup, layer_groups, split_model  # noqa: F401  (the public API lives here too)
+
 _BN_HOOK_ATTR = "_tlkit_frozen_bn_hook"
+_FROZEN_ATTR = "_tlkit_frozen"  # on a module: the names of its own parameters that tlkit froze (deepcopy keeps it)
+_PINNED_ATTR = "_tlkit_bn_pinned"  # on a BatchNorm without affine parameters: its statistics are frozen with its group
 
 
-@dataclass
-class LayerGroup:
-    """One group of layers: a readable name, its modules, and its parameters (each parameter in one group only)."""
-
-    name: str
-    modules: list[nn.Module] = field(default_factory=list)
-    params: list[nn.Parameter] = field(default_factory=list)
-
-    @property
-    def num_params(self) -> int:
-        """Number of scalar parameters in the group."""
-        return sum(p.numel() for p in self.params)
-
-    @property
-    def num_trainable(self) -> int:
-        """Number of scalar parameters in the group that will receive gradients."""
-        return sum(p.numel() for p in self.params if p.requires_grad)
-
-
-def _has_params(module: nn.Module) -> bool:
-    return any(True for _ in module.parameters())
-
-
-def _is_block_list(module: nn.Module) -> bool:
-    """A ModuleList/Sequential of repeated blocks (a stage list such as `blocks`, `layers`), not a (conv, bn) pair.
-
-    Repeated means: at least two parameterised children, and the most common child type makes up half or more.
-    """
-    if not isinstance(module, (nn.ModuleList, nn.Sequential)):
-        return False
-    types = [type(m) for m in module.children() if _has_params(m)]
-    most_common = max((types.count(t) for t in set(types)), default=0)
-    return most_common >= 2 and 2 * most_common >= len(types)
-
-
-def _contains_block_list(module: nn.Module) -> bool:
-    return any(_is_block_list(m) for m in module.modules() if m is not module)
-
-
-def _split(module: nn.Module, prefix: str = "") -> list[tuple[str, list[nn.Module], list[nn.Parameter]]]:
-    """Walk the children in order: expand the block list, recurse into modules that hold one, merge the rest."""
-    children = list(module.named_children())
-    n_block_lists = sum(_is_block_list(c) for _, c in children)
-    out: list[tuple[str, list[nn.Module], list[nn.Parameter]]] = []
-    direct = {n: p for n, p in module._parameters.items() if p is not None}  # held directly, e.g. a ViT class token
-    pending_names: list[str] = [prefix + n for n in direct]
-    pending_modules: list[nn.Module] = []
-    pending_params = list(direct.values())
-
-    def flush() -> None:
-        params = pending_params + [p for m in pending_modules for p in m.parameters()]
-        if params:
-            out.append(("+".join(pending_names) or prefix.rstrip(".") or "params", list(pending_modules), params))
-        pending_names.clear(), pending_modules.clear(), pending_params.clear()
-
-    for name, child in children:
-        full = prefix + name
-        if n_block_lists == 1 and _is_block_list(child):  # the one stage list: one group per block
-            flush()
-            out += [(f"{full}.{i}", [b], list(b.parameters())) for i, b in enumerate(child) if _has_params(b)]
-        elif _is_block_list(child):  # one of several sibling stages (ResNet layer1..layer4): one group per stage
-            flush()
-            out.append((full, [child], list(child.parameters())))
-        elif _contains_block_list(child):
-            flush()
-            out += _split(child, full + ".")
-        elif name in HEAD_NAMES:
-            flush()
-            pending_names.append(full), pending_modules.append(child)
-            flush()
-        else:
-            pending_names.append(full), pending_modules.append(child)
-    flush()
+def _owners(model: nn.Module) -> dict[int, list[tuple[nn.Module, str]]]:
+    """{id(parameter): [(module holding it, its local name), ...]}: a tied parameter has several holders."""
+    out: dict[int, list[tuple[nn.Module, str]]] = {}
+    for m in model.modules():
+        for name, p in m._parameters.items():
+            if p is not None:
+                out.setdefault(id(p), []).append((m, name))
     return out
 
 
-def layer_groups(model: nn.Module) -> list[LayerGroup]:
-    """Cut `model` into ordered LayerGroups (stem ... blocks ... head); a model's own `layer_groups()` method wins.
+def _set_requires_grad(model: nn.Module, params: list[nn.Parameter], flag: bool, force: bool = False) -> list[nn.Parameter]:
+    """Set requires_grad, remembering what tlkit froze; return the parameters kept frozen because something else froze them.
 
-    Works for torchvision CNNs and ViTs, timm EfficientNets, transformers encoders (BERT, Whisper) and any model
-    wrapping one of them as `.backbone` with a `.head`.
+    Parameters frozen outside tlkit (Whisper's fixed position table, peft's base weights, a loop by hand) are made
+    trainable again only with force=True.
     """
-    custom = getattr(model, "layer_groups", None)
-    if callable(custom):  # a list of modules, or of (name, module) pairs
-        named = [(str(i), g) if isinstance(g, nn.Module) else (str(g[0]), g[1]) for i, g in enumerate(custom())]
-        parts = [(name, [mod], list(mod.parameters())) for name, mod in named]
-    else:
-        parts = _split(model)
-    groups, seen = [], set()
-    for name, modules, params in parts:
-        unique = [p for p in params if id(p) not in seen]
-        seen.update(id(p) for p in unique)
-        if unique:
-            groups.append(LayerGroup(name, modules, unique))
-    if not groups:
-        raise ValueError(f"{type(model).__name__} has no parameters to group; pass a model with at least one layer.")
-    return groups
-
-
-def _set_requires_grad(params: list[nn.Parameter], flag: bool) -> None:
+    owners, kept = _owners(model), []
     for p in params:
+        places = owners.get(id(p), [])
+        ours = any(name in getattr(m, _FROZEN_ATTR, ()) for m, name in places)
+        if flag and not p.requires_grad and not (ours or force):
+            kept.append(p)
+            continue
+        for m, name in places:
+            if not flag and p.requires_grad:
+                m.__dict__.setdefault(_FROZEN_ATTR, set()).add(name)
+            elif flag:
+                getattr(m, _FROZEN_ATTR, set()).discard(name)
         p.requires_grad_(flag)
+    return kept
+
+
+def _warn_kept(model: nn.Module, kept: list[nn.Parameter]) -> None:
+    if not kept:
+        return
+    names = {id(p): n for n, p in model.named_parameters()}
+    shown = ", ".join(names.get(id(p), "?") for p in kept[:3]) + (", ..." if len(kept) > 3 else "")
+    warnings.warn(f"Kept {len(kept)} parameter tensor(s) frozen that were frozen outside tlkit ({shown}): by the model's design "
+                  "(e.g. Whisper's fixed position table), by peft, or by hand. Pass force=True to train them too.", UserWarning, stacklevel=3)
 
 
 def _keep_eval(module: nn.Module, args: tuple) -> None:
@@ -130,12 +72,15 @@ def _keep_eval(module: nn.Module, args: tuple) -> None:
 
 
 def _sync_batchnorm(model: nn.Module) -> None:
-    """Freeze the running statistics of every BatchNorm whose affine parameters are all frozen; release the others."""
+    """Freeze the running statistics of every BatchNorm whose affine parameters are all frozen; release the others.
+
+    A BatchNorm without affine parameters follows the layer group it sits in (recorded by freeze_to).
+    """
     for m in model.modules():
         if not isinstance(m, nn.modules.batchnorm._BatchNorm):
             continue
         params = list(m.parameters(recurse=False))
-        frozen = bool(params) and not any(p.requires_grad for p in params)
+        frozen = not any(p.requires_grad for p in params) if params else getattr(m, _PINNED_ATTR, False)
         hook = getattr(m, _BN_HOOK_ATTR, None)
         if frozen and hook is None:
             setattr(m, _BN_HOOK_ATTR, m.register_forward_pre_hook(_keep_eval))
@@ -151,47 +96,61 @@ def batchnorm_frozen(module: nn.Module) -> bool:
     return getattr(module, _BN_HOOK_ATTR, None) is not None
 
 
-def freeze_to(model: nn.Module, n: int, train_bn: bool = False) -> list[LayerGroup]:
+def _batchnorms(modules: list[nn.Module]) -> list[nn.Module]:
+    return [bn for m in modules for bn in m.modules() if isinstance(bn, nn.modules.batchnorm._BatchNorm)]
+
+
+def freeze_to(model: nn.Module, n: int, train_bn: bool = False, force: bool = False) -> list[LayerGroup]:
     """Freeze the first `n` layer groups and make the rest trainable (negative n counts from the end, as in lists).
 
     `train_bn=True` keeps BatchNorm layers trainable inside frozen groups (their statistics then keep updating);
-    the default freezes them completely, which is what you want for small datasets.
+    the default freezes them completely, which is what you want for small datasets. Parameters that something else
+    froze (peft, the model itself, a loop by hand) stay frozen unless `force=True`. Warns when the model splits too
+    coarsely for freezing by group to mean much.
     """
-    groups = layer_groups(model)
+    groups, coarse = split_model(model)
     if not -len(groups) <= n <= len(groups):
         raise ValueError(f"n={n} is out of range for a model with {len(groups)} layer groups; use -{len(groups)}..{len(groups)}.")
     n = n % len(groups) if n < 0 else n
+    if coarse and n > 0:
+        warnings.warn(f"Freezing {type(model).__name__} by layer group is coarse: {coarse}. Freeze by parameter name with "
+                      "tlkit.freeze.freeze_matching(model, pattern), or give the model a layer_groups() method.", UserWarning, stacklevel=3)
+    kept = []
     for i, group in enumerate(groups):
-        _set_requires_grad(group.params, i >= n)
-        if train_bn and i < n:
-            for m in group.modules:
-                for bn in m.modules():
-                    if isinstance(bn, nn.modules.batchnorm._BatchNorm):
-                        _set_requires_grad(list(bn.parameters(recurse=False)), True)
+        frozen = i < n
+        kept += _set_requires_grad(model, group.params, not frozen, force)
+        for bn in _batchnorms(group.modules):
+            if frozen and train_bn:
+                _set_requires_grad(model, list(bn.parameters(recurse=False)), True)
+            bn.__dict__[_PINNED_ATTR] = frozen and not train_bn
+    _warn_kept(model, kept)
     _sync_batchnorm(model)
     return groups
 
 
-def freeze(model: nn.Module, train_bn: bool = False) -> list[LayerGroup]:
+def freeze(model: nn.Module, train_bn: bool = False, force: bool = False) -> list[LayerGroup]:
     """Freeze everything but the last layer group (the head): feature extraction."""
-    return freeze_to(model, -1, train_bn=train_bn)
+    return freeze_to(model, -1, train_bn=train_bn, force=force)
 
 
-def unfreeze(model: nn.Module) -> list[LayerGroup]:
-    """Make every layer group trainable: full fine-tuning."""
-    return freeze_to(model, 0)
+def unfreeze(model: nn.Module, force: bool = False) -> list[LayerGroup]:
+    """Make every layer group trainable: full fine-tuning (what others froze stays frozen unless force=True)."""
+    return freeze_to(model, 0, force=force)
 
 
-def unfreeze_last(model: nn.Module, n: int, train_bn: bool = False) -> list[LayerGroup]:
+def unfreeze_last(model: nn.Module, n: int, train_bn: bool = False, force: bool = False) -> list[LayerGroup]:
     """Train only the last `n` layer groups (the head counts as one); freeze the rest."""
     total = len(layer_groups(model))
     if not 1 <= n <= total:
         raise ValueError(f"n={n} must be between 1 and the number of layer groups ({total}).")
-    return freeze_to(model, total - n, train_bn=train_bn)
+    return freeze_to(model, total - n, train_bn=train_bn, force=force)
 
 
-def freeze_matching(model: nn.Module, pattern: str, freeze: bool = True) -> list[str]:
-    """Freeze (or with freeze=False, unfreeze) every parameter whose name matches the regex `pattern`; return the names."""
+def freeze_matching(model: nn.Module, pattern: str, freeze: bool = True, force: bool = False) -> list[str]:
+    """Freeze (or with freeze=False, unfreeze) every parameter whose name matches the regex `pattern`; return the names.
+
+    Unfreezing leaves alone what something else froze (see freeze_to) unless `force=True`.
+    """
     regex = re.compile(pattern)
     names = [name for name, _ in model.named_parameters()]
     matched = [name for name in names if regex.search(name)]
@@ -199,7 +158,7 @@ def freeze_matching(model: nn.Module, pattern: str, freeze: bool = True) -> list
         examples = ", ".join(names[:3] + (["...", names[-1]] if len(names) > 3 else []))
         raise ValueError(f"Pattern {pattern!r} matched no parameter; names look like: {examples}. Check the spelling or print tlkit.freeze.trainable_summary(model).")
     params = dict(model.named_parameters())
-    _set_requires_grad([params[n] for n in matched], not freeze)
+    _warn_kept(model, _set_requires_grad(model, [params[n] for n in matched], not freeze, force))
     _sync_batchnorm(model)
     return matched
 
@@ -214,7 +173,8 @@ def freeze_batchnorm(model: nn.Module) -> int:
     if not bns:
         raise ValueError("The model has no BatchNorm layer, so there is nothing to freeze; transformers use LayerNorm, which keeps no statistics.")
     for bn in bns:
-        _set_requires_grad(list(bn.parameters(recurse=False)), False)
+        _set_requires_grad(model, list(bn.parameters(recurse=False)), False)
+        bn.__dict__[_PINNED_ATTR] = True
     _sync_batchnorm(model)
     return len(bns)
 
