@@ -217,3 +217,131 @@ def test_weight_drift_shows_which_group_moved():
         model.blocks[1][0].weight.mul_(2.0)
     drift = advisor.weight_drift(model, ref).set_index("group").relative_drift
     assert drift["stem"] == 0.0 and drift["blocks.0"] == 0.0 and drift["blocks.1"] > 0.5
+
+
+# ------------------------------------------------------------------------------------------- layouts and real encoders
+class _Layouts(nn.Module):
+    """Four blocks whose outputs are (B, C, T) from a Conv1d, (B, T, D) from a Linear, (B, H, W, C) as in Swin, and a tuple."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.audio = nn.Conv1d(3, 6, 3, padding=1)  # (B, 6, 10)
+        self.tokens = nn.Linear(6, 5)  # (B, 10, 5)
+        self.swin = nn.Linear(5, 7)  # (B, 4, 4, 7) on a channels-last map
+        self.pair = _Pair()
+        self.head = nn.Linear(7, 2)
+
+    def forward(self, x):
+        a = self.audio(x)
+        t = self.tokens(a.transpose(1, 2))
+        s = self.swin(t[:, :4].unsqueeze(2).expand(-1, 4, 4, -1).contiguous())
+        return self.head(self.pair(s)[0].mean(dim=(1, 2)))
+
+
+class _Pair(nn.Module):
+    """Returns (hidden_states, None), as transformer layers do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(7)
+
+    def forward(self, x):
+        return self.norm(x), None
+
+
+def _loader_of(x, n_classes=2, batch_size=4):
+    return DataLoader(TensorDataset(x, torch.arange(len(x)) % n_classes), batch_size=batch_size)
+
+
+def test_pooling_follows_each_layout(cache):
+    torch.manual_seed(0)
+    model, x = _Layouts(), torch.randn(6, 3, 10)
+    names = ["audio", "tokens", "swin", "pair"]
+    feats, _ = advisor.block_features(model, _loader_of(x), names, "cpu", progress=False)
+    with torch.no_grad():
+        a = model.audio(x)
+        t = model.tokens(a.transpose(1, 2))
+        s = model.swin(t[:, :4].unsqueeze(2).expand(-1, 4, 4, -1))
+        p = model.pair.norm(s)
+    assert torch.allclose(feats["audio"], a.mean(dim=2), atol=1e-6)  # (B, C, T): average over time
+    assert torch.allclose(feats["tokens"], t.mean(dim=1), atol=1e-6)  # (B, T, D): average over tokens
+    assert torch.allclose(feats["swin"], s.mean(dim=(1, 2)), atol=1e-6)  # (B, H, W, C): average over space
+    assert torch.allclose(feats["pair"], p.mean(dim=(1, 2)), atol=1e-6)  # a tuple: its first tensor
+
+
+def test_pooling_reads_model_outputs():
+    from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput
+
+    hidden = torch.randn(2, 5, 4)
+    assert torch.allclose(advisor._pool(BaseModelOutput(last_hidden_state=hidden)), hidden.mean(dim=1))
+    assert torch.allclose(advisor._pool(CausalLMOutput(logits=hidden)), hidden.mean(dim=1))  # no last_hidden_state: its tensor
+
+
+def _deberta():
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
+
+    cfg = DebertaV2Config(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                          max_position_embeddings=32, relative_attention=True, position_buckets=8, norm_rel_ebd="layer_norm",
+                          conv_kernel_size=3, pos_att_type=["p2c", "c2p"], num_labels=2)
+    return DebertaV2ForSequenceClassification(cfg).eval()
+
+
+def test_block_features_on_deberta_v2(cache):
+    torch.manual_seed(0)
+    model = _deberta()
+    ids = torch.randint(3, 60, (6, 7))
+    rows = [{"input_ids": i, "attention_mask": torch.ones(7, dtype=torch.long), "labels": torch.tensor(k % 2)} for k, i in enumerate(ids)]
+    feats, labels = advisor.block_features(model, DataLoader(rows, batch_size=3), device="cpu", progress=False)
+    assert list(feats)[-2:] == ["deberta.encoder.layer.0", "deberta.encoder.layer.1"]
+    with torch.no_grad():
+        states = model(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True).hidden_states
+    assert torch.allclose(feats["deberta.encoder.layer.0"], states[1].mean(dim=1), atol=1e-5)
+    assert torch.allclose(feats["deberta.encoder.layer.1"], states[2].mean(dim=1), atol=1e-5)
+    assert len(labels) == 6
+
+
+def _whisper_config():
+    from transformers import WhisperConfig
+
+    return WhisperConfig(vocab_size=64, d_model=16, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
+                         decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=8,
+                         max_source_positions=16, max_target_positions=16, classifier_proj_size=8, num_labels=2,
+                         pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+
+
+def test_block_features_on_a_whisper_audio_classifier(cache):
+    from transformers import WhisperForAudioClassification
+
+    torch.manual_seed(0)
+    model = WhisperForAudioClassification(_whisper_config()).eval()
+    mels = torch.randn(6, 8, 32)
+    feats, _ = advisor.block_features(model, _loader_of(mels), device="cpu", progress=False)
+    enc = model.encoder
+    with torch.no_grad():
+        stem = enc.conv2(nn.functional.gelu(enc.conv1(mels)))  # (B, D, T): channels first
+        states = enc(mels, output_hidden_states=True).hidden_states
+    first = list(feats)[0]
+    assert torch.allclose(feats[first], stem.mean(dim=2), atol=1e-5)
+    assert torch.allclose(feats["encoder.layers.0"], states[1].mean(dim=1), atol=1e-5)
+    assert torch.allclose(feats["encoder.layer_norm"], states[2].mean(dim=1), atol=1e-5)  # the last state is normalised
+
+
+def test_block_features_on_the_course_speech_classifiers(cache):
+    from transformers import Wav2Vec2Config, Wav2Vec2Model, WhisperModel
+
+    from tlkit.models.whisper import HFSpeechClassifier, SpeechClassifier, encoder_hidden_states
+
+    torch.manual_seed(0)
+    whisper = SpeechClassifier(WhisperModel(_whisper_config()).encoder, num_classes=2).eval()
+    mels = torch.randn(6, 8, 20)
+    feats, _ = advisor.block_features(whisper, _loader_of(mels), device="cpu", progress=False)
+    assert list(feats) == ["stem", "encoder.layers.0", "encoder.layers.1"]
+    with torch.no_grad():
+        states = encoder_hidden_states(whisper.backbone, mels)
+    assert torch.allclose(feats["encoder.layers.0"], states[1].mean(dim=1), atol=1e-5)
+    assert torch.allclose(feats["encoder.layers.1"], states[2].mean(dim=1), atol=1e-5)  # after the final LayerNorm
+    cfg = Wav2Vec2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, conv_dim=(8, 8),
+                         conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)
+    wav2vec = HFSpeechClassifier(Wav2Vec2Model(cfg), num_classes=2).eval()
+    feats, _ = advisor.block_features(wav2vec, _loader_of(torch.randn(6, 800)), device="cpu", progress=False)
+    assert list(feats) == ["stem", "encoder.layers.0", "encoder.layers.1"] and all(f.shape == (6, 16) for f in feats.values())

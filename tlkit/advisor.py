@@ -34,34 +34,100 @@ SIMILAR, DISTANT = 0.6, 0.3  # domain_similarity above SIMILAR is a close domain
 
 
 # ------------------------------------------------------------------------------------------- block features
-def probe_layers(model: nn.Module) -> dict[str, str]:
-    """{layer group name: name of the module whose output represents it}: one per tlkit layer group, head excluded."""
-    names = {id(m): n for n, m in model.named_modules()}
-    layers = {}
+def _is_head(group_name: str) -> bool:
+    """A head group: one of its parts is named like a head (classifier, fc, pre_classifier+classifier...)."""
+    return any(part.split(".")[-1] in HEAD_NAMES for part in group_name.split("+"))
+
+
+def _candidates(model: nn.Module) -> dict[str, list[str]]:
+    """{group name: names of the modules that may represent it}, head excluded; containers a model's own layer_groups()
+    builds on the fly (an nn.ModuleList of registered modules) are replaced by the modules they hold."""
+    names = {id(m): n for n, m in model.named_modules(remove_duplicate=False) if n}
+    out = {}
     for group in layer_groups(model):
-        if group.name.split(".")[-1] in HEAD_NAMES or not group.modules:
+        if _is_head(group.name):
             continue
-        layers[group.name] = names[id(group.modules[-1])]  # the group's last module: its output leaves the group
+        stack, found = list(group.modules), []
+        while stack:
+            m = stack.pop(0)
+            if id(m) in names:
+                found.append(names[id(m)])
+            else:
+                stack = list(m.children()) + stack
+        if found:
+            out[group.name] = found
+    return out
+
+
+def probe_layers(model: nn.Module) -> dict[str, str]:
+    """{layer group name: name of the module whose output represents it}: one per tlkit layer group, head excluded.
+
+    The group's last module is taken; block_features(layers=None) checks on one batch which module really produces
+    the group's output (DeBERTa's relative-position table or Whisper's position table is not called as a layer).
+    """
+    layers = {group: found[-1] for group, found in _candidates(model).items()}
     if not layers:
         raise ValueError(f"{type(model).__name__} has no layer group besides its head; pass `layers` (module names) explicitly.")
     return layers
 
 
-def _pool(output: Any) -> torch.Tensor:
-    """One activation as (batch, channels): average over space (B, C, H, W) or tokens (B, T, D)."""
-    if isinstance(output, (tuple, list)):
+def _tensor(output: Any) -> torch.Tensor:
+    """The activation tensor inside a layer's output: a tensor, a (hidden_states, attentions, ...) tuple, or a ModelOutput."""
+    if isinstance(output, (tuple, list)) and output:
         output = output[0]  # transformer layers return (hidden_states, attentions, ...)
-    if hasattr(output, "last_hidden_state"):
-        output = output.last_hidden_state
+    elif isinstance(output, Mapping):
+        output = output.get("last_hidden_state", next((v for v in output.values() if isinstance(v, torch.Tensor)), None))
     if not isinstance(output, torch.Tensor):
         raise ValueError(f"A probed layer must output a tensor, got {type(output).__name__}; choose another layer name.")
-    if output.ndim == 4:
-        return output.float().mean(dim=(2, 3))
-    if output.ndim == 3:
-        return output.float().mean(dim=1)
-    if output.ndim == 2:
-        return output.float()
-    raise ValueError(f"Cannot pool an activation of shape {tuple(output.shape)}; probe layers that output (B, C[, H, W]) or (B, T, D).")
+    return output
+
+
+def _last_layer(module: nn.Module | None) -> nn.Module | None:
+    """The module's last layer that holds weights (in registration order), or None."""
+    if module is None:
+        return None
+    leaves = [m for m in module.modules() if not list(m.children()) and any(True for _ in m.parameters(recurse=False))]
+    return leaves[-1] if leaves else None
+
+
+def _feature_width(layer: nn.Module | None) -> int | None:
+    """Number of channels a layer produces (out_channels, out_features, normalized size...)."""
+    if layer is None:
+        return None
+    for attr in ("out_channels", "out_features", "num_features", "num_channels", "embedding_dim"):
+        if isinstance(getattr(layer, attr, None), int):
+            return getattr(layer, attr)
+    if isinstance(layer, nn.LayerNorm):
+        return int(layer.normalized_shape[-1])
+    return int(next(layer.parameters()).shape[0])
+
+
+def _channels_last(x: torch.Tensor, module: nn.Module | None) -> bool:
+    """Whether channels are the last axis: (B, H, W, C) as in Swin or (B, T, D) as in transformers, vs (B, C, H, W) / (B, C, T).
+
+    Decided by where the width of the module's last weighted layer appears; when both axes (or neither) match, a
+    square map decides (4D), else the kind of layer: a convolution or BatchNorm puts channels first.
+    """
+    layer = _last_layer(module)
+    width = _feature_width(layer)
+    first, last = x.shape[1] == width, x.shape[-1] == width
+    if first != last:
+        return last
+    if x.ndim == 4 and (x.shape[1] == x.shape[2]) != (x.shape[2] == x.shape[3]):
+        return x.shape[1] == x.shape[2]
+    return not isinstance(layer, (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm))
+
+
+def _pool(output: Any, module: nn.Module | None = None) -> torch.Tensor:
+    """One activation as (batch, channels): average over space or time, whichever layout the module produces."""
+    x = _tensor(output).float()
+    if x.ndim == 2:
+        return x
+    if x.ndim not in (3, 4):
+        raise ValueError(f"Cannot pool an activation of shape {tuple(x.shape)}; probe layers that output (B, C[, H, W]) or (B, T, D).")
+    if _channels_last(x, module):
+        return x.mean(dim=tuple(range(1, x.ndim - 1)))
+    return x.mean(dim=tuple(range(2, x.ndim)))
 
 
 class _PooledBlocks(nn.Module):
@@ -75,7 +141,7 @@ class _PooledBlocks(nn.Module):
         self.widths: list[int] = []
 
     def _hook(self, module: nn.Module, args: tuple, output: Any) -> None:
-        self._outputs.append(_pool(output))
+        self._outputs.append(_pool(output, module))
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         self._outputs = []
@@ -91,12 +157,50 @@ class _PooledBlocks(nn.Module):
         return torch.cat(self._outputs, dim=1)
 
 
-def _first_example(loader: DataLoader, device: torch.device) -> tuple[tuple, dict]:
-    """The first example of the loader's first batch, on `device`, as (args, kwargs) for the model."""
+def _first_examples(loader: DataLoader, device: torch.device, n: int = 2) -> tuple[tuple, dict, int]:
+    """The first `n` examples of the loader's first batch, on `device`, as (args, kwargs, batch size) for the model."""
     batch = next(iter(loader))
     if isinstance(batch, dict):
-        return (), {k: v[:1].to(device) for k, v in batch.items() if k != "labels"}
-    return (batch[0][:1].to(device),), {}
+        kwargs = {k: v[:n].to(device) for k, v in batch.items() if k != "labels"}
+        return (), kwargs, len(next(iter(kwargs.values())))
+    x = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return (x[:n].to(device),), {}, len(x[:n])
+
+
+def _group_outputs(model: nn.Module, args: tuple, kwargs: dict, batch: int) -> dict[str, str]:
+    """{group: the module that produces its output}: the last candidate to run, once, with a (batch, ...) activation."""
+    modules = dict(model.named_modules())
+    candidates = _candidates(model)
+    calls: dict[str, list[bool]] = {}
+    order: list[str] = []
+
+    def record(name: str) -> Any:
+        def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
+            try:
+                ok = _tensor(output).shape[0] == batch and _tensor(output).ndim in (2, 3, 4)
+            except ValueError:
+                ok = False
+            calls.setdefault(name, []).append(ok)
+            order.append(name)
+        return hook
+
+    wanted = {n for found in candidates.values() for n in found}
+    handles = [modules[n].register_forward_hook(record(n)) for n in wanted]
+    try:
+        with torch.no_grad():
+            model(*args, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    last_run = {n: i for i, n in enumerate(order)}
+    chosen = {}
+    for group, found in candidates.items():
+        ran = [n for n in found if calls.get(n) == [True]]
+        if ran:
+            chosen[group] = max(ran, key=last_run.__getitem__)
+    if not chosen:
+        raise ValueError(f"No layer group of {type(model).__name__} produced a (batch, ...) activation; pass `layers` (module names) explicitly.")
+    return chosen
 
 
 def block_features(
@@ -111,27 +215,33 @@ def block_features(
     """Pooled activations of named blocks over a dataset: ({layer: features [N, C]}, labels [N]), in input-to-output order.
 
     `layers`: module names (as in `model.named_modules()`), a {label: module name} dict, or None for one layer per
-    tlkit layer group (see `probe_layers`). One forward pass per batch with hooks; cached like
-    tlkit.features.extract_features when `cache_key` names the model and the data. Taught in lesson 06.
+    tlkit layer group (see `probe_layers`). Activations are averaged over space or time whatever their layout:
+    (B, C, H, W), (B, H, W, C) as in Swin, (B, T, D), (B, C, T) as in audio convolutions; tuples and ModelOutputs too.
+    One forward pass per batch with hooks; cached like tlkit.features.extract_features when `cache_key` names the
+    model and the data. Taught in lesson 06.
     """
     device = torch.device(device)
-    if layers is None:
-        layers = probe_layers(model)
-    named = dict(layers) if isinstance(layers, Mapping) else {name: name for name in layers}
-    modules = dict(model.named_modules())
-    unknown = [m for m in named.values() if m not in modules]
-    if unknown:
-        examples = ", ".join(list(modules)[1:6])
-        raise ValueError(f"No module named {unknown} in {type(model).__name__}; use names from model.named_modules(), e.g. {examples}.")
-    pooled = _PooledBlocks(model, [modules[m] for m in named.values()]).to(device)
     was_training = model.training
-    pooled.eval()
-    with torch.no_grad():
-        args, kwargs = _first_example(loader, device)
-        pooled(*args, **kwargs)  # one example tells us each layer's width, needed to split cached features
-    widths = pooled.widths
-    features, labels = extract_features(pooled, loader, device=device, cache_key=cache_key, progress=progress)
-    model.train(was_training)
+    try:
+        model.eval()
+        if layers is None:  # one layer per group: the module that really produces the group's output on this data
+            args, kwargs, batch = _first_examples(loader, device)
+            layers = _group_outputs(model.to(device), args, kwargs, batch)
+        named = dict(layers) if isinstance(layers, Mapping) else {name: name for name in layers}
+        modules = dict(model.named_modules())
+        unknown = [m for m in named.values() if m not in modules]
+        if unknown:
+            examples = ", ".join(list(modules)[1:6])
+            raise ValueError(f"No module named {unknown} in {type(model).__name__}; use names from model.named_modules(), e.g. {examples}.")
+        pooled = _PooledBlocks(model, [modules[m] for m in named.values()]).to(device)
+        pooled.eval()
+        with torch.no_grad():
+            args, kwargs, _ = _first_examples(loader, device, n=1)
+            pooled(*args, **kwargs)  # one example tells us each layer's width, needed to split cached features
+        widths = pooled.widths
+        features, labels = extract_features(pooled, loader, device=device, cache_key=cache_key, progress=progress)
+    finally:
+        model.train(was_training)
     if features.shape[1] != sum(widths):
         raise ValueError(f"Cached features under {cache_key!r} have {features.shape[1]} columns, expected {sum(widths)}; use a cache_key that names these layers.")
     parts = torch.split(features, widths, dim=1)
