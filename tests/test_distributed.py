@@ -98,3 +98,76 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert result["matches"]
     assert result["ddp"]["val_accuracy"][-1] > 0.6, "the check model should learn (chance is 0.33)"
     assert (tmp_path / "ddp_check-cpu.json").is_file()
+
+
+WORKER = '''
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from tlkit import checkpoint, distributed as ddp
+from tlkit.train import fit
+
+out = Path(sys.argv[1])
+device = ddp.setup(backend="gloo", device="cpu")
+real_save = checkpoint.save_checkpoint
+
+
+def logged_save(*args, **kwargs):
+    with open(out / f"saves-rank{ddp.rank()}.txt", "a") as f:
+        f.write("saved\\n")
+    return real_save(*args, **kwargs)
+
+
+checkpoint.save_checkpoint = logged_save
+torch.manual_seed(0)
+data = TensorDataset(torch.arange(32, dtype=torch.float32)[:, None] / 32, torch.arange(32) % 2)
+model = ddp.wrap_model(nn.Linear(1, 2), device)
+history = fit(model, ddp.distributed_loader(data, 4, seed=0), DataLoader(data, batch_size=16), num_epochs=2, lr=1e-2,
+              device=device, checkpoint_path=out / "ckpt", progress=False, seed=0)
+(out / f"done-rank{ddp.rank()}.txt").write_text(str(history.num_epochs))
+ddp.cleanup()
+'''
+
+
+def test_under_ddp_only_rank_0_writes_checkpoints(tmp_path):
+    """2 gloo processes on 127.0.0.1 run fit with checkpoint_path: rank 0 saves each epoch, rank 1 never does."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from bench.ddp_check import free_port
+
+    root = Path(__file__).resolve().parents[1]
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", GLOO_SOCKET_IFNAME="lo",
+               PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+               "--master-addr", "127.0.0.1", "--master-port", str(free_port()), str(script), str(tmp_path)]
+    proc = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert [(tmp_path / f"done-rank{r}.txt").read_text() for r in (0, 1)] == ["2", "2"]
+    assert (tmp_path / "saves-rank0.txt").read_text().count("saved") == 2
+    assert not (tmp_path / "saves-rank1.txt").exists(), "rank 1 wrote a checkpoint: only rank 0 may"
+    assert checkpoint_epoch(tmp_path / "ckpt") == 2
+
+
+def checkpoint_epoch(path) -> int:
+    from tlkit import checkpoint
+
+    return checkpoint.checkpoint_info(path)["epoch"]
+
+
+def test_fit_sets_the_epoch_of_samplers_so_a_resumed_run_gets_the_same_shards():
+    sampler = ddp.EpochShardSampler(_dataset(), shuffle=True, seed=0, num_replicas=2, rank=0)
+    first, second = list(sampler), list(sampler)
+    sampler.set_epoch(1)  # what fit does before epoch 2 of a resumed run
+    assert list(sampler) == second and list(sampler) != second  # and it keeps advancing by itself afterwards
+    single = ddp.distributed_loader(_dataset(), 12, seed=0)  # no process group: the shards' order, all in one
+    both = ddp.EpochShardSampler(_dataset(), shuffle=True, seed=0, num_replicas=1, rank=0)
+    assert next(iter(single))[0].flatten().long().tolist() == list(both)

@@ -123,3 +123,17 @@ def test_plots_draw_into_a_given_axes():
     assert plots.plot_confusion_matrix(np.eye(3), ax=ax) is fig
     fig2, ax2 = plt.subplots()
     assert plots.plot_lr_find([1e-3, 1e-2], [1.0, 0.5], ax=ax2) is fig2
+
+
+def test_taught_in_claims_name_a_lesson_that_uses_the_function():
+    import inspect
+    import json
+    import re
+    from pathlib import Path
+
+    solutions = Path(__file__).resolve().parents[1] / "solutions"
+    for name, function in inspect.getmembers(plots, inspect.isfunction):
+        for number in re.findall(r"Taught in lesson (\d\d)", function.__doc__ or ""):
+            (path,) = solutions.glob(f"{number}_*.ipynb")
+            code = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+            assert name in code, f"plots.{name} says it is taught in lesson {number}, which never calls it"

@@ -39,3 +39,31 @@ def test_bad_input_errors():
         stratified_split([])
     with pytest.raises(ValueError, match="summing to 1"):
         stratified_split(LABELS, (0.5, 0.1, 0.1))
+
+
+def test_epoch_sampler_depends_on_seed_and_epoch_only():
+    from tlkit.data.splits import EpochSampler
+
+    a = EpochSampler(20, seed=1)
+    first, second = list(a), list(a)  # advances by itself
+    assert sorted(first) == list(range(20)) and first != second
+    b = EpochSampler(20, seed=1)
+    b.set_epoch(1)
+    assert list(b) == second
+    assert list(EpochSampler(20, seed=2)) != first
+    with pytest.raises(ValueError, match="at least one"):
+        EpochSampler(0)
+
+
+def test_datasplits_loaders_shuffle_train_only_and_refuse_a_private_generator():
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from tlkit.data.splits import DataSplits, seeded_loader
+
+    ds = TensorDataset(torch.arange(10))
+    train, val, test = DataSplits(ds, ds, ds, ["x"]).loaders(batch_size=10, seed=0)
+    assert torch.cat([b[0] for b in val]).tolist() == list(range(10)) == torch.cat([b[0] for b in test]).tolist()
+    assert sorted(next(iter(train))[0].tolist()) == list(range(10)) and next(iter(train))[0].tolist() != list(range(10))
+    with pytest.raises(ValueError, match="generator"):
+        seeded_loader(ds, 2, generator=torch.Generator())

@@ -347,3 +347,215 @@ def test_channels_last_and_max_steps_per_epoch():
                   device=CPU, channels_last=True, max_steps_per_epoch=3, progress=False)
     assert model.train_calls == 6 and history.num_epochs == 2
     assert model.conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+# ------------------------------------------------------------------------------- refusing nonsense (issue 11)
+@pytest.mark.parametrize("setting, match", [
+    ({"grad_clip": -1.0}, "flips the gradients"),
+    ({"early_stopping_patience": -1}, "early_stopping_patience"),
+    ({"warmup_frac": 1.0}, r"warmup_frac.*\[0, 1\)"),
+    ({"warmup_frac": -0.1}, r"warmup_frac.*\[0, 1\)"),
+    ({"max_steps_per_epoch": 0}, "max_steps_per_epoch"),
+    ({"lr": 0.0}, "lr must be a positive number"),
+    ({"lr": -1e-3}, "lr must be a positive number"),
+])
+def test_fit_refuses_nonsense_settings(setting, match):
+    train_loader, val_loader = loaders()
+    kwargs = {"num_epochs": 1, "lr": 1e-2, "device": CPU, "progress": False} | setting
+    with pytest.raises(ValueError, match=match):
+        fit(tiny_net(), train_loader, val_loader, **kwargs)
+
+
+def test_resume_refuses_a_changed_lr(tmp_path):
+    train_loader, _ = loaders()
+    fit(tiny_net(), train_loader, num_epochs=2, max_steps_per_epoch=2, lr=1e-2, device=CPU, checkpoint_path=tmp_path / "run",
+        progress=False)
+    with pytest.raises(ValueError, match=r"lrs: \[0.01\] then, \[0.02\] now"):
+        fit(tiny_net(), train_loader, num_epochs=2, max_steps_per_epoch=2, lr=2e-2, device=CPU,
+            checkpoint_path=tmp_path / "run", resume=True, progress=False)
+
+
+def test_nan_validation_loss_warns_and_is_noted():
+    train_loader, _ = loaders()
+    bad_val = [(torch.full((4, 2), float("nan")), torch.tensor([0, 1, 0, 1]))]
+    with pytest.warns(UserWarning, match="validation loss is nan"):
+        history = fit(tiny_net(), train_loader, bad_val, num_epochs=1, lr=1e-2, device=CPU, progress=False)
+    assert any("validation loss is nan" in note for note in history.notes)
+
+
+def bn_net() -> nn.Module:
+    return nn.Sequential(nn.Linear(2, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+
+
+def test_a_lone_last_batch_with_batchnorm_names_drop_last():
+    data = blobs(33)  # 33 = 32 + 1: the last batch holds one example
+    with pytest.raises(ValueError, match=r"last batch holds 1.*drop_last=True"):
+        fit(bn_net(), DataLoader(data, batch_size=32), num_epochs=1, lr=1e-2, device=CPU, progress=False)
+    batches = [(torch.randn(4, 2), torch.tensor([0, 1, 0, 1])), (torch.randn(1, 2), torch.tensor([1]))]  # no DataLoader
+    with pytest.raises(ValueError, match=r"batch of 1 example at epoch 1, step 2.*drop_last=True"):
+        fit(bn_net(), batches, num_epochs=1, lr=1e-2, device=CPU, progress=False)
+    history = fit(bn_net(), DataLoader(data, batch_size=32, drop_last=True), num_epochs=1, lr=1e-2, device=CPU, progress=False)
+    assert history.num_epochs == 1
+    no_bn = fit(tiny_net(), DataLoader(data, batch_size=32), num_epochs=1, lr=1e-2, device=CPU, progress=False)
+    assert no_bn.num_epochs == 1  # without BatchNorm a batch of one is fine
+
+
+def test_all_ignored_labels_are_a_clear_error_not_nan():
+    ignored = [(torch.randn(4, 2), torch.full((4,), -100))]
+    with pytest.raises(ValueError, match="-100 \\(ignored\\).*NaN"):
+        fit(tiny_net(), ignored, num_epochs=1, lr=1e-2, device=CPU, progress=False)
+    some_ignored = [(torch.randn(4, 2), torch.tensor([0, -100, 1, -100]))]
+    history = fit(tiny_net(), some_ignored, some_ignored, num_epochs=1, lr=1e-2, device=CPU, progress=False)
+    assert math.isfinite(history.train_loss[0]) and math.isfinite(history.val_loss[0])
+
+
+def test_a_penalty_trains_but_stays_out_of_the_validation_loss():
+    from tlkit import advisor
+
+    train_loader, val_loader = loaders()
+
+    def run(**how):
+        torch.manual_seed(0)
+        model = tiny_net()
+        reference = advisor.snapshot_weights(model)
+        history = fit(model, train_loader, val_loader, num_epochs=2, lr=5e-2, device=CPU, seed=0, progress=False,
+                      **{k: (lambda f: f(model, reference))(v) for k, v in how.items()})
+        drift = max(float((p.detach() - reference[n]).norm()) for n, p in model.named_parameters())
+        return model, history, drift
+
+    l2sp = lambda model, ref: (lambda m: advisor.l2sp_penalty(m, ref, alpha=50.0))  # noqa: E731
+    plain_model, plain, plain_drift = run()
+    model, history, drift = run(penalty=l2sp)
+    assert drift < plain_drift / 2, "the penalty must pull the weights back towards the reference"
+    clean = evaluate(model, val_loader, device=CPU).loss  # plain cross-entropy, no penalty
+    assert history.val_loss[-1] == pytest.approx(clean, rel=1e-5)
+    # lesson 06's way: the penalty inside loss_fn. Training still sees it; validation reports plain cross-entropy.
+    inside = lambda model, ref: (lambda logits, y: nn.functional.cross_entropy(logits, y) + l2sp(model, ref)(model))  # noqa: E731
+    with pytest.warns(UserWarning, match="penalty="):
+        model, history, drift_inside = run(loss_fn=inside)
+    assert drift_inside == pytest.approx(drift, rel=1e-4)
+    assert history.val_loss[-1] == pytest.approx(evaluate(model, val_loader, device=CPU).loss, rel=1e-5)
+    assert any("penalty=" in note for note in history.notes)
+
+
+# -------------------------------------------------------------- resume matches, with tlkit's own loaders (issue 11)
+def _crash_after(model: nn.Module, steps: int) -> None:
+    """Raise KeyboardInterrupt at the `steps`-th training forward pass (a simulated crash; no parameters added)."""
+    calls = {"n": 0}
+
+    def hook(module, inputs):
+        if module.training:
+            calls["n"] += 1
+            if calls["n"] > steps:
+                raise KeyboardInterrupt("simulated crash")
+
+    model.register_forward_pre_hook(hook)
+
+
+def _animals_loaders():
+    from tlkit.data.animals import load_animals
+
+    try:
+        data = load_animals(max_per_class=4, image_size=16, channels=1, augment=True)  # augmentation draws random numbers too
+    except ModuleNotFoundError as err:
+        pytest.skip(str(err))
+    train_loader, val_loader, _ = data.loaders(batch_size=8, seed=3)
+    return train_loader, val_loader
+
+
+def _small_cnn() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Dropout(0.3), nn.Linear(16, 10))
+
+
+LOADERS = {
+    "animals, DataSplits.loaders": (_animals_loaders, _small_cnn),
+    "distributed_loader": (lambda: (__import__("tlkit.distributed").distributed.distributed_loader(blobs(), 16, seed=1),
+                                    DataLoader(blobs(64, seed=1), batch_size=64)), lambda: tiny_net(0.3)),
+    "DataLoader with its own generator": (lambda: (DataLoader(blobs(), batch_size=16, shuffle=True,
+                                                              generator=torch.Generator().manual_seed(5)),
+                                                   DataLoader(blobs(64, seed=1), batch_size=64)), lambda: tiny_net(0.3)),
+}
+
+
+@pytest.mark.parametrize("seed", [11, None])
+@pytest.mark.parametrize("name", list(LOADERS))
+def test_resume_is_bit_identical_with_tlkit_loaders(tmp_path, name, seed):
+    make_loaders, make_model = LOADERS[name]
+    if name == "DataLoader with its own generator" and seed is None:
+        pytest.skip("a DataLoader's private generator is reseeded only when fit has a seed (the docstring says so)")
+
+    def run(folder, crash_at=None, resume=False):
+        torch.manual_seed(0)
+        model = make_model()
+        if crash_at is not None:
+            _crash_after(model, crash_at)
+        train_loader, val_loader = make_loaders()  # fresh loaders, as after a restart
+        history = fit(model, train_loader, val_loader, num_epochs=3, lr=1e-2, device=CPU, seed=seed,
+                      checkpoint_path=tmp_path / folder, resume=resume, progress=False)
+        return model, history, len(train_loader)
+
+    straight_model, straight, steps = run("straight")
+    with pytest.raises(KeyboardInterrupt):
+        run("crashed", crash_at=steps + 1)  # crashes in epoch 2, after its first step
+    assert checkpoint.checkpoint_info(tmp_path / "crashed")["epoch"] == 1
+    torch.manual_seed(999)  # a restart: whatever state the RNG is in
+    resumed_model, resumed, _ = run("crashed", resume=True)
+    for metric in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"):
+        assert getattr(resumed, metric) == getattr(straight, metric), metric  # bit-identical, not approximately
+    for key, value in straight_model.state_dict().items():
+        assert torch.equal(resumed_model.state_dict()[key], value), key
+
+
+# --------------------------------------------------------------------------------- progress bars (issue 12)
+def test_progress_bars_are_text_and_leave_nothing_behind(monkeypatch, capsys):
+    import tqdm
+    from tqdm.notebook import tqdm_notebook
+
+    from tlkit.progress import progress_bar
+
+    monkeypatch.delenv("TLKIT_PROGRESS", raising=False)
+    bar = progress_bar(range(3), desc="x")
+    assert isinstance(bar, tqdm.std.tqdm) and not isinstance(bar, tqdm_notebook) and bar.leave is False
+    list(bar)
+    train_loader, val_loader = loaders()
+    fit(tiny_net(), train_loader, val_loader, num_epochs=1, lr=1e-2, device=CPU, progress=True)
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err and err.rstrip(" ").endswith("\r"), "the bar must clear its line when it finishes"
+    monkeypatch.setenv("TLKIT_PROGRESS", "off")
+    assert progress_bar(range(3)).disable
+    monkeypatch.setenv("TLKIT_PROGRESS", "sparkly")
+    with pytest.raises(ValueError, match="TLKIT_PROGRESS"):
+        progress_bar(range(3))
+
+
+def test_no_tlkit_training_module_draws_widget_bars():
+    import inspect
+
+    from tlkit import loop, lr_finder, metrics, train
+
+    for module in (train, loop, metrics, lr_finder):
+        assert "tqdm.auto" not in inspect.getsource(module), f"{module.__name__} must use tlkit.progress.progress_bar"
+
+
+# ------------------------------------------------------------------------------ docstrings that are true
+def test_docstrings_claim_only_what_lessons_and_libraries_do():
+    import json
+    import re
+    from pathlib import Path
+
+    import tlkit.train as train_module
+
+    solutions = Path(__file__).resolve().parents[1] / "solutions"
+
+    def lesson_code(number: str) -> str:
+        (path,) = solutions.glob(f"{number}_*.ipynb")
+        return "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+
+    for obj in (train_module, train_module.fit):
+        for number in re.findall(r"resum\w*[^.;]*lesson (\d\d)", obj.__doc__ or ""):
+            assert "resume=" in lesson_code(number), f"{obj.__name__}'s docstring says lesson {number} teaches resuming"
+    from transformers import TrainingArguments
+
+    hf_default = TrainingArguments.__dataclass_fields__["lr_scheduler_type"].default
+    claims_cosine = re.search(r"cosine[^.]*\(the Hugging Face default\)", schedule_factor.__doc__)
+    assert not claims_cosine or str(getattr(hf_default, "value", hf_default)) == "cosine"

@@ -122,3 +122,24 @@ def test_in_dataset_order_undoes_length_sorting(tokenizer):
     labels = torch.cat([b["labels"] for b in loader])
     assert labels.tolist() == [1, 2, 0]  # longest first
     assert tweets.in_dataset_order(labels, loader).tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("group_by_length", [False, True])
+def test_shuffled_tweet_loaders_give_a_restarted_run_the_same_epoch(tokenizer, group_by_length):
+    """fit calls set_epoch before each epoch: a fresh loader (after a restart) then repeats epoch 2's batches."""
+    from tlkit.train import _start_epoch
+
+    ds = tweets.TweetDataset([f"tweet number {i} " + "word " * (i % 7) for i in range(40)], [i % 3 for i in range(40)])
+    tokenized = tweets.tokenize_tweets(ds, tokenizer)
+
+    def labels_of_epoch(loader, epoch):
+        _start_epoch(loader, epoch, seed=None)
+        return [b["labels"].tolist() for b in loader]
+
+    def make():
+        return tweets.tweet_loader(tokenized, batch_size=4, shuffle=True, group_by_length=group_by_length, seed=0)
+
+    running = make()
+    first, second = labels_of_epoch(running, 1), labels_of_epoch(running, 2)
+    assert first != second
+    assert labels_of_epoch(make(), 2) == second  # a new loader, as after a restart

@@ -24,7 +24,10 @@ from tlkit.progress import progress_bar
 # ===================================================================================================== History
 @dataclass
 class History:
-    """Per-epoch metrics of a `fit` run, with the best epoch, a DataFrame view, a plot and notes on what happened."""
+    """Per-epoch metrics of a `fit` run, with the best epoch, a DataFrame view, a plot and notes on what happened.
+
+    Losses are the data loss (loss_fn, mean over labelled examples), without fit's `penalty`, so train and val compare.
+    """
 
     train_loss: list[float] = field(default_factory=list)
     train_accuracy: list[float | None] = field(default_factory=list)

@@ -63,7 +63,7 @@ def _plot_pair(ax: Axes, frame: pd.DataFrame, metric: str, best_epoch: int | Non
 
 
 def plot_history(history: Any, ax: Axes | Sequence[Axes] | None = None) -> Figure:
-    """Loss and accuracy per epoch, train vs validation, best epoch marked. Taught in lesson 01.
+    """Loss and accuracy per epoch, train vs validation, best epoch marked. Taught in lesson 02 (used again in 03 and 05).
 
     `ax` may be a pair of Axes (loss, accuracy); one Axes gets the loss only.
     """
@@ -178,7 +178,7 @@ def plot_image_grid(
 def plot_spectrogram(
     spec: Any, sr: int, hop_length: int, title: str | None = None, ax: Axes | None = None, y_label: str = "mel bin"
 ) -> Figure:
-    """A (log-)spectrogram shaped (bins, frames) with time in seconds on the x axis. Taught in the speech lessons."""
+    """A (log-)spectrogram shaped (bins, frames) with time in seconds on the x axis. Taught in lesson 05."""
     image = _numpy(spec).squeeze()
     if image.ndim != 2:
         raise ValueError(f"Expected a spectrogram shaped (bins, frames); got shape {_numpy(spec).shape}.")
@@ -220,7 +220,7 @@ def plot_data_efficiency(results: pd.DataFrame, ax: Axes | None = None, metric: 
 
 # ------------------------------------------------------------------------------------------------ lr finder
 def plot_lr_find(lrs: Any, losses: Any, suggestion: float | None = None, ax: Axes | None = None) -> Figure:
-    """Loss against learning rate (log scale) from lr_find, with the suggested lr marked. Taught in lesson 03."""
+    """Loss against learning rate (log scale) from lr_find, with the suggested lr marked (LRFinderResult.plot, lesson 03)."""
     lrs, losses = _numpy(lrs).astype(float), _numpy(losses).astype(float)
     fig, ax = _axes(ax, (6, 4))
     ax.plot(lrs, losses)
