@@ -173,3 +173,76 @@ def test_freeze_batchnorm_without_batchnorm_says_so():
 
     with pytest.raises(ValueError, match="no BatchNorm"):
         freeze_batchnorm(nn.Linear(2, 2))
+
+
+# ------------------------------------------------------------------------------------------- issue 11: models users bring
+def test_batchnorm_without_affine_in_a_frozen_group_keeps_its_statistics():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, affine=False), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    F.freeze(model)
+    model.train()
+    bn = model[1]
+    before = bn.running_mean.clone()
+    model(torch.randn(4, 3, 8, 8) * 3 + 1)
+    assert torch.equal(bn.running_mean, before) and F.batchnorm_frozen(bn)
+    F.unfreeze(model)
+    model.train()
+    model(torch.randn(4, 3, 8, 8) * 3 + 1)
+    assert not torch.equal(bn.running_mean, before), "an unfrozen group's BatchNorm must update again"
+
+
+def test_a_plain_sequential_is_split_per_layer_and_freeze_freezes():
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    assert [g.name for g in F.layer_groups(model)] == ["0", "2", "4"]
+    F.freeze(model)
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["4.weight", "4.bias"]
+
+
+def test_a_head_named_out_is_the_head():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2, self.out = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3), nn.Linear(4, 2)
+
+    model = Net()
+    F.freeze(model)
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["out.weight", "out.bias"]
+
+
+def test_unfreeze_keeps_what_others_froze_and_says_so():
+    model = TinyCNN()
+    model.stem[0].weight.requires_grad_(False)  # frozen by design, like Whisper's fixed position table
+    F.freeze(model)
+    with pytest.warns(UserWarning, match="frozen outside tlkit.*stem.0.weight.*force=True"):
+        F.unfreeze(model)
+    assert not model.stem[0].weight.requires_grad and model.blocks[0][0].weight.requires_grad
+    F.unfreeze(model, force=True)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_tlkit_remembers_its_own_freezing_through_deepcopy():
+    import copy
+
+    model = TinyCNN()
+    F.freeze(model)
+    clone = copy.deepcopy(model)
+    F.unfreeze(clone)
+    assert all(p.requires_grad for p in clone.parameters())
+
+
+def test_a_coarse_split_warns_and_names_the_alternative():
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.head = nn.Linear(4, 4), nn.Linear(4, 2)
+
+    with pytest.warns(UserWarning, match="coarse.*freeze_matching"):
+        F.freeze(Two())
+
+
+def test_a_tied_lm_head_keeps_its_group():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=32, n_positions=8, n_embd=8, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0))
+    groups = F.layer_groups(model)
+    assert groups[-1].name == "lm_head" and groups[-1].params[0] is model.transformer.wte.weight
