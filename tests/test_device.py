@@ -53,3 +53,9 @@ def test_settings(monkeypatch, tmp_path):
     assert not smoke_mode()
     monkeypatch.setenv("TLKIT_CACHE", str(tmp_path))
     assert cache_dir("x") == tmp_path / "x" and (tmp_path / "x").is_dir()
+
+
+def test_precision_choice_per_device_matches_the_docstrings():
+    mps, cpu = torch.device("mps"), torch.device("cpu")
+    assert not D.supports_bf16(mps) and D.autocast_dtype(mps) == torch.float16  # MPS: fp16 autocast, never bf16
+    assert not D.supports_bf16(cpu) and D.autocast_dtype(cpu) is None

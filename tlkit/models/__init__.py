@@ -21,7 +21,8 @@ __all__ = ["DEFAULTS", "SPECS", "ModelSpec", "available_models", "get_spec", "lo
 def available_models(modality: str | None = None) -> pd.DataFrame:
     """The table of known backbones (of one modality, or all): name, modality, source, default, loader, licence, size, input."""
     rows = [{"name": s.name, "modality": s.modality, "source": s.source, "default": DEFAULTS[s.modality] == s.name,
-             "loader": s.loader, "license": s.license, "size_mb": s.size_mb, "input": s.input, "about": s.about}
+             "loader": s.loader, "license": s.license, "size_mb": s.size_mb, "input": s.input, "where": s.where,
+             "about": s.about}
             for s in specs(modality).values()]
     return pd.DataFrame(rows)
 

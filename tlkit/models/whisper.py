@@ -617,7 +617,8 @@ def load_speech_encoder(name: str, device: torch.device | str | None = None) -> 
 
 
 def speech_features(name: str = DEFAULT_MODEL, layer: int | None = None, device: torch.device | str | None = None) -> nn.Module:
-    """A frozen per-layer feature extractor for any known model: (B, L+1, D) mean-pooled states, or (B, D) for `layer`."""
+    """A frozen feature extractor for any known speech model: (B, (L+1) * D) mean-pooled states of every layer side by
+    side (`.per_layer` reshapes to (B, L+1, D)), or (B, D) for one `layer`."""
     encoder = load_speech_encoder(name, device=device)
     if KNOWN_MODELS[name]["family"] == "whisper":
         return WhisperEncoderFeatures(encoder, layer=layer)
