@@ -81,3 +81,12 @@ def test_multiple_choice_gives_feedback_for_each_option(capsys):
 def test_a_book_with_no_checks_fails_the_solution_check():
     with pytest.raises(AssertionError, match="no exercise"):
         ExerciseBook("t").assert_all_passed()
+
+
+def test_use_hands_on_the_learners_function_only_once_it_passed(capsys):
+    book = ExerciseBook("t")
+    mine, ref = (lambda: "mine"), (lambda: "reference")
+    book.check("a", _is_two, 3)
+    assert book.use("a", mine, ref)() == "reference" and "not solved yet" in capsys.readouterr().out
+    book.check("a", _is_two, 2)
+    assert book.use("a", mine, ref)() == "mine"

@@ -78,6 +78,13 @@ class ExerciseBook:
             if name in self.hints:
                 print(f"   Stuck? book.hint({name!r}) gives a hint ({len(self.hints[name])} in all, gentlest first).")
 
+    def use(self, name: str, yours: Any, reference: Any, what: str = "the reference version") -> Any:
+        """`yours` once exercise `name` has passed, else `reference` (and say so): later cells run before it is solved."""
+        if self.results.get(name) == PASSED:
+            return yours
+        print(f"ℹ️ {name}: not solved yet, so the cells below use {what}; solve it and run them again to use yours.")
+        return reference
+
     def ask(self, name: str, question: Question) -> None:
         """Register and print a multiple-choice question; the learner answers with `answer(name, letter)`."""
         self.questions[name] = question
