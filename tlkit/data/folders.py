@@ -257,6 +257,6 @@ def make_example_folder(kind: str, root: str | Path, *, n_per_class: int = 20, s
     if kind == "audio":
         if n_per_class > 20:
             raise ValueError(f"n_per_class={n_per_class}: the audio example has 20 voices per word; use at most 20.")
-        _example_audio(root, ("yes", "no", "stop"), n_per_class)
+        _example_audio(root, ("go", "no", "down", "up", "yes"), n_per_class)
         return root
     raise ValueError(f"Unknown kind {kind!r}; use one of {KINDS}.")
