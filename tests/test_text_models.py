@@ -74,3 +74,27 @@ def test_scratch_classifier_is_small_random_and_uses_the_same_vocabulary():
     assert model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.shape == (2, 3)
     with pytest.raises(ValueError, match="divisible"):
         text.build_scratch_text_classifier(hidden_size=66, num_heads=4)
+
+
+def test_cached_online_model_loads_offline_without_the_network(monkeypatch, tmp_path):
+    """TLKIT_OFFLINE=1 with the model in the Hugging Face cache: it loads from there, and no socket is ever opened."""
+    import socket
+
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    snapshot = tmp_path / "hub" / "models--bert-base-uncased" / "snapshots" / ("0" * 40)
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)).save_pretrained(snapshot)
+    AutoTokenizer.from_pretrained(str(text.minilm_path())).save_pretrained(snapshot)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network use attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setenv("TLKIT_OFFLINE", "1")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    model, tokenizer = text.load_text_backbone("bert-base-uncased")
+    assert model.config.hidden_size == 32 and tokenizer("hello")["input_ids"][0] == tokenizer.cls_token_id
