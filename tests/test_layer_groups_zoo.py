@@ -123,6 +123,10 @@ def timm_lite0() -> Case:
     return Case(_timm("tf_efficientnet_lite0"), _image(), ("classifier.",))
 
 
+def timm_lite1() -> Case:
+    return Case(_timm("tf_efficientnet_lite1"), _image(), ("classifier.",))
+
+
 def timm_lite2() -> Case:
     return Case(_timm("tf_efficientnet_lite2"), _image(), ("classifier.",))
 
@@ -304,7 +308,7 @@ def peft_lora_whisper() -> Case:
 
 ZOO: dict[str, Callable[[], Case]] = {f.__name__: f for f in [
     tv_resnet18, tv_mobilenet_v3_small, tv_vgg11_bn, tv_efficientnet_b0, tv_convnext, tv_vit, tv_swin, tv_densenet, tv_regnet,
-    timm_lite0, timm_lite2, timm_resnet, timm_vit_tiny, timm_convnext, timm_swin,
+    timm_lite0, timm_lite1, timm_lite2, timm_resnet, timm_vit_tiny, timm_convnext, timm_swin,
     hf_bert, hf_distilbert, hf_roberta, hf_albert, hf_deberta_v2, hf_electra, hf_wav2vec2, hf_hubert, hf_whisper_classifier,
     hf_whisper_encoder, hf_gpt2_lm, hf_t5,
     course_image_classifier, course_small_cnn, course_speech_classifier, course_hf_speech_classifier, course_scratch_text,

@@ -122,17 +122,15 @@ def _reorder(module: nn.Module, children: list[tuple[str, nn.Module]]) -> list[t
     return rest[:at] + move + rest[at:]
 
 
-def _walk(children: list[tuple[str, nn.Module]], direct: dict[str, nn.Parameter], prefix: str, owner: nn.Module | None) -> list[Part]:
+def _walk(children: list[tuple[str, nn.Module]], direct: dict[str, nn.Parameter], prefix: str, owner: nn.Module) -> list[Part]:
     """Walk the children in order: expand the block list, recurse into modules that hold one, merge the rest."""
-    if owner is not None:
-        children = _reorder(owner, children)
-    with_first = set(WITH_FIRST_BLOCK.get(type(owner).__name__, ())) if owner is not None else set()
+    children = _reorder(owner, children)
+    with_first = [n for n in WITH_FIRST_BLOCK.get(type(owner).__name__, ()) if isinstance(getattr(owner, n, None), nn.Module)]
     n_block_lists = sum(_is_block_list(c) for _, c in children)
     out: list[Part] = []
     pending_names: list[str] = [prefix + n for n in direct]
     pending_modules: list[nn.Module] = []
     pending_params = list(direct.values())
-    first_block_part: list[Part] = []
 
     def flush() -> None:
         params = pending_params + [p for m in pending_modules for p in m.parameters()]
@@ -145,8 +143,6 @@ def _walk(children: list[tuple[str, nn.Module]], direct: dict[str, nn.Parameter]
             name, mods, params = parts[0]  # parameter-free modules before the blocks join the first block
             parts[0] = (name, pending_modules[:] + mods, params)
             pending_names.clear(), pending_modules.clear()
-        if parts and not first_block_part:
-            first_block_part.append(parts[0])
         out.extend(parts)
 
     for name, child in children:
@@ -155,10 +151,13 @@ def _walk(children: list[tuple[str, nn.Module]], direct: dict[str, nn.Parameter]
             continue
         if n_block_lists == 1 and _is_block_list(child):  # the one stage list: one group per block (or per flat stage)
             flush()
-            if _is_flat(child):
-                add_blocks([_stage_part(s, full + ".") for s in _flat_stages(list(child.named_children()))])
-            else:
-                add_blocks(_blocks(list(child.named_children()), full + "."))
+            parts = _flat_stages(list(child.named_children())) if _is_flat(child) else None
+            parts = [_stage_part(s, full + ".") for s in parts] if parts is not None else _blocks(list(child.named_children()), full + ".")
+            if with_first and parts:  # e.g. DeBERTa-v2's convolution joins layer 0
+                name0, mods0, params0 = parts[0]
+                extra = [getattr(owner, n) for n in with_first]
+                parts[0] = (name0, mods0 + extra, params0 + [p for m in extra for p in m.parameters()])
+            add_blocks(parts)
         elif _is_block_list(child):  # one of several sibling stages (ResNet layer1..layer4): one group per stage
             flush()
             add_blocks([(full, [child], list(child.parameters()))])
@@ -175,12 +174,6 @@ def _walk(children: list[tuple[str, nn.Module]], direct: dict[str, nn.Parameter]
     if pending_modules and out:  # trailing modules without parameters belong to the last group
         name, mods, params = out[-1]
         out[-1] = (name, mods + pending_modules, params)
-    if with_first and owner is not None:
-        extra = [getattr(owner, n) for n in with_first if isinstance(getattr(owner, n, None), nn.Module)]
-        index = next((i for i, part in enumerate(out) if first_block_part and part is first_block_part[0]), None)
-        if index is not None and extra:
-            name, mods, params = out[index]
-            out[index] = (name, mods + extra, params + [p for m in extra for p in m.parameters()])
     return out
 
 
