@@ -345,3 +345,22 @@ def test_block_features_on_the_course_speech_classifiers(cache):
     wav2vec = HFSpeechClassifier(Wav2Vec2Model(cfg), num_classes=2).eval()
     feats, _ = advisor.block_features(wav2vec, _loader_of(torch.randn(6, 800)), device="cpu", progress=False)
     assert list(feats) == ["stem", "encoder.layers.0", "encoder.layers.1"] and all(f.shape == (6, 16) for f in feats.values())
+
+
+class _BatchNormAct(nn.BatchNorm2d):
+    """timm's BatchNormAct2d: a BatchNorm that holds its activation as a child module."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        return self.act(super().forward(x))
+
+
+def test_a_square_map_as_wide_as_it_is_tall_pools_over_space(cache):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), _BatchNormAct(4)).eval()  # (B, 4, 4, 4): every axis is 4
+    x = torch.randn(6, 3, 4, 4)
+    feats, _ = advisor.block_features(model, _loader_of(x), ["1"], "cpu", progress=False)
+    with torch.no_grad():
+        assert torch.allclose(feats["1"], model(x).mean(dim=(2, 3)), atol=1e-6)

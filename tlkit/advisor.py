@@ -83,11 +83,11 @@ def _tensor(output: Any) -> torch.Tensor:
 
 
 def _last_layer(module: nn.Module | None) -> nn.Module | None:
-    """The module's last layer that holds weights (in registration order), or None."""
+    """The module's last layer that holds weights of its own (in registration order), or None."""
     if module is None:
         return None
-    leaves = [m for m in module.modules() if not list(m.children()) and any(True for _ in m.parameters(recurse=False))]
-    return leaves[-1] if leaves else None
+    layers = [m for m in module.modules() if any(True for _ in m.parameters(recurse=False))]
+    return layers[-1] if layers else None
 
 
 def _feature_width(layer: nn.Module | None) -> int | None:
@@ -115,6 +115,8 @@ def _channels_last(x: torch.Tensor, module: nn.Module | None) -> bool:
         return last
     if x.ndim == 4 and (x.shape[1] == x.shape[2]) != (x.shape[2] == x.shape[3]):
         return x.shape[1] == x.shape[2]
+    if layer is None:
+        return x.ndim == 3  # the usual layouts: (B, C, H, W) images, (B, T, D) tokens
     return not isinstance(layer, (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm))
 
 
