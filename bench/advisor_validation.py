@@ -127,9 +127,10 @@ def fine_tune_top(groups: list, n: int, cached: dict[str, tuple], num_classes: i
     if n:
         freeze_batchnorm(model)  # keep the pretrained statistics whatever we unfreeze
     x_tr, y_tr = cached["train"]
-    steps_per_epoch = max(1, len(y_tr) // args.batch_size)
+    batch_size = min(args.batch_size, len(y_tr))  # tiny test runs: one batch of everything
+    steps_per_epoch = len(y_tr) // batch_size
     epochs = max(1, round(args.steps / steps_per_epoch))
-    train_loader = DataLoader(TensorDataset(x_tr, y_tr), batch_size=args.batch_size, shuffle=True, drop_last=True)
+    train_loader = DataLoader(TensorDataset(x_tr, y_tr), batch_size=batch_size, shuffle=True, drop_last=True)
     start = time.perf_counter()
     groups_lr = param_groups(model, lr) if isinstance(lr, slice) else None
     fit(model, train_loader, num_epochs=epochs, lr=lr.stop if groups_lr else lr, param_groups=groups_lr, device=device,
