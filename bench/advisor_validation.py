@@ -221,10 +221,11 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {c['dataset']} | {c['per_class']} | {c['domain_similarity']:.2f} | {c['recommended']} | {accs} | "
                      f"{c['best']} | {'yes' if c['is_best'] else 'no'} | {verdict} |")
     hits, best = sum(c["hit"] for c in cells), sum(c["is_best"] for c in cells)
+    more, fewer = sum(c["best"] > c["recommended"] for c in cells), sum(c["best"] < c["recommended"] for c in cells)
+    direction = (f"Where it missed, training more groups was better in {more} case(s) and fewer in {fewer}. " if more + fewer else "")
     lines += ["", f"**The recommendation was the best of its neighbours in {best} of {len(cells)} cases and within one point "
-              f"of the best in {hits} of {len(cells)}.** Where N = 0 there is no N-1: the row compares N and N+1 only. "
-              "Differences of a point or two are within seed noise at these sizes; read the hit rate as 'the rules are "
-              "not misleading here', not as a guarantee.", "",
+              f"of the best in {hits} of {len(cells)}.** {direction}Where N = 0 there is no N-1: the row compares N and N+1 only. "
+              f"Differences of a point or two are within seed noise at these sizes ({len(s['seeds'])} seed(s) here).", "",
               f"Machine: {m['cpu']}, {m['cpu_cores']} cores, torch threads {m['torch_threads']}, load average "
               f"{m['load_average_start']} at the start and {m.get('load_average_end')} at the end (shared with other "
               f"jobs: times are not quiet-machine times), {m['date']}; total {result['total_s'] / 60:.1f} min. "
