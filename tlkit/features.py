@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
-from tqdm.auto import tqdm
+from tlkit.progress import progress_bar
 
 from tlkit._support.atomic import atomic_write, write_error_message
 from tlkit.settings import cache_dir
@@ -166,7 +166,7 @@ def compute_features(
         backbone.eval()  # type: ignore[union-attr]
     feats, labels = [], []
     try:
-        for batch in tqdm(loader, desc="features", disable=not progress, leave=False):
+        for batch in progress_bar(loader, desc="features", enabled=progress):
             inputs, y = _split_batch(batch, device)
             out = backbone(**inputs) if isinstance(inputs, dict) else backbone(inputs)
             if not isinstance(out, torch.Tensor) or out.ndim != 2:

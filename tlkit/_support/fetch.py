@@ -180,10 +180,10 @@ def _fetch_to_part(url: str, part: Path, *, timeout: float, progress: bool, can_
         written = 0
         bar = None
         if progress:
-            from tqdm.auto import tqdm
+            from tlkit.progress import progress_bar
 
             total = start + expected if expected is not None else None
-            bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024, desc=part.name.split(".")[0])
+            bar = progress_bar(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024, desc=part.name.split(".")[0])
         try:
             with open(part, "ab" if resumed else "wb") as f:
                 for chunk in iter(lambda: response.read(CHUNK_SIZE), b""):

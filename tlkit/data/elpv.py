@@ -125,9 +125,9 @@ def load_elpv_pixels(image_size: int = DEFAULT_IMAGE_SIZE, *, folder: Path | Non
         pixels = _load_cache(path, len(table), int(image_size))
         if pixels is not None:
             return pixels, table
-    from tqdm.auto import tqdm
+    from tlkit.progress import progress_bar
 
-    pixels = np.stack([_read_cell(folder / rel, int(image_size)) for rel in tqdm(table["path"], desc="ELPV images", disable=not progress)])
+    pixels = np.stack([_read_cell(folder / rel, int(image_size)) for rel in progress_bar(table["path"], desc="ELPV images", enabled=progress)])
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         np.savez(f, pixels=pixels)

@@ -149,7 +149,7 @@ def load_fsdd(*, speakers: tuple[str, ...] | None = None, max_takes: int | None 
     a key that includes the SHA-256 of every selected file, so a changed recording is read again; a damaged cache
     file is read again too, with a warning.
     """
-    from tqdm.auto import tqdm
+    from tlkit.progress import progress_bar
 
     folder = fsdd_dir(download=download, progress=progress)
     table = _file_table(folder)
@@ -170,7 +170,7 @@ def load_fsdd(*, speakers: tuple[str, ...] | None = None, max_takes: int | None 
     clips = _read_clips(path, (len(table), length))
     if clips is None:
         clips = np.zeros((len(table), length), np.float32)
-        for i, name in enumerate(tqdm(table.file, desc="reading FSDD", disable=not progress)):
+        for i, name in enumerate(progress_bar(table.file, desc="reading FSDD", enabled=progress)):
             audio, _ = load_audio(folder / name, sr=sr)
             clips[i] = pad_or_trim(trim_silence(audio), length)
 

@@ -166,7 +166,7 @@ def render_keywords(spec: KeywordSpec, progress: bool = False) -> tuple[np.ndarr
 
     Per clip: random rate and pitch, silence trimmed, random gain and start offset, white noise at a random SNR.
     """
-    from tqdm.auto import tqdm
+    from tlkit.progress import progress_bar
 
     unknown = [a for a in spec.accents if a not in ACCENTS]
     if unknown:
@@ -174,7 +174,7 @@ def render_keywords(spec: KeywordSpec, progress: bool = False) -> tuple[np.ndarr
     engine, rng = ESpeak(), np.random.default_rng(spec.seed)
     grid = [(a, v, w, r) for a in spec.accents for v in spec.variants for w in spec.words for r in range(spec.repeats)]
     clips, rows = np.zeros((len(grid), int(round(spec.clip_seconds * spec.sr))), np.int16), []
-    for i, (accent, variant, word, rep) in enumerate(tqdm(grid, desc="synthesising", disable=not progress)):
+    for i, (accent, variant, word, rep) in enumerate(progress_bar(grid, desc="synthesising", enabled=progress)):
         rate, pitch = int(rng.integers(*RATE_RANGE, endpoint=True)), int(rng.integers(*PITCH_RANGE, endpoint=True))
         clips[i], snr = _to_clip(*engine.say(word, f"{accent}+{variant}", rate, pitch, seed=i), spec, rng)
         rows.append({"word": word, "accent": accent, "language": ACCENTS[accent], "variant": variant,

